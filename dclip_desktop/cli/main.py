@@ -1,0 +1,70 @@
+"""`dclip` command line. Each subcommand lives in its own module exposing `register(subparsers)`;
+the handler returns an exit code. User errors print one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+# Modules that add subcommands, in --help order.
+COMMAND_MODULES = [
+    "dclip_desktop.cli.models_cmd",
+    "dclip_desktop.cli.edit_cmds",
+    "dclip_desktop.cli.demo_cmd",
+    "dclip_desktop.cli.library_cmd",
+    "dclip_desktop.cli.batch_cmd",
+    "dclip_desktop.cli.bench_cmd",
+]
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dclip", description="DiffusionCLIP Desktop: text-driven image editing with fine-tuned diffusion models."
+    )
+    parser.add_argument("--version", action="version", version=f"dclip {__version__}")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: settings / auto)")
+    parser.add_argument("--precision", default=None, help="auto, fp32, bf16 or fp16 (default: settings / auto)")
+    parser.add_argument("--offline", action="store_true", help="never touch the network")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # a command module not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.offline:
+        import os
+
+        os.environ["DCLIP_OFFLINE"] = "1"
+    from ..jobs.errors import user_error_types
+
+    try:
+        return int(args.func(args) or 0)
+    except user_error_types() as exc:
+        print(f"dclip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dclip {args.command}: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Which exceptions are the user's to fix (one-line message) rather than bugs (traceback)."""
+
+from __future__ import annotations
+
+from PIL import UnidentifiedImageError
+
+
+class JobError(Exception):
+    """A clear, user-facing failure of a job (bad input, missing file, invalid settings)."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from ..core.cancel import Cancelled
+
+    types: list[type[BaseException]] = [JobError, ValueError, FileNotFoundError, UnidentifiedImageError, Cancelled]
+    try:  # the zoo's errors (unknown base, missing weights offline) are user errors too
+        from ..zoo import registry, download
+
+        types += [getattr(registry, "UnknownBaseError", JobError), getattr(download, "MissingWeightsError", JobError)]
+    except ImportError:
+        pass
+    try:
+        from ..library.errors import LibraryError
+
+        types.append(LibraryError)
+    except ImportError:
+        pass
+    return tuple(types)
