@@ -126,7 +126,7 @@ EpochHook = Callable[[int, torch.Tensor], None]
 
 
 def precompute_latents(
-    base: nn.Module,
+    base: nn.Module | ModelDenoiser,
     x0: torch.Tensor,
     t0: int,
     s_for: int,
@@ -137,8 +137,10 @@ def precompute_latents(
     cancel: Optional[CancelToken] = None,
     schedule: Schedule = DEFAULT_SCHEDULE,
 ) -> torch.Tensor:
-    """Invert the training images with the original model, in batches (Algorithm 1/2, line 1)."""
-    den = ModelDenoiser(base, autocast_dtype)
+    """Invert the training images with the original model, in batches (Algorithm 1/2, line 1).
+
+    Pass a ModelDenoiser instead of the model to count its UNet calls."""
+    den = base if isinstance(base, ModelDenoiser) else ModelDenoiser(base, autocast_dtype)
     chunks = []
     n_chunks = math.ceil(len(x0) / batch_size)
     for c in range(n_chunks):

@@ -1,0 +1,213 @@
+"""`dclip reconstruct | finetune | edit | translate | info`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core.finetune import LR_SCHEDULES, MODES, FinetuneConfig
+from ..jobs.errors import JobError
+from ..jobs.images import FIT_POLICIES, list_images, load_image, read_metadata, save_png
+from .progress import BarProgress
+
+
+def _session(args):
+    from ..jobs.session import Session
+    from ..jobs.settings import Settings
+
+    settings = Settings.load()
+    if args.device:
+        settings.device = args.device
+    if args.precision:
+        settings.precision = args.precision
+    settings.offline = settings.offline or args.offline
+    return Session(settings)
+
+
+def _out_path(out: str, default_name: str) -> Path:
+    path = Path(out)
+    return path / default_name if path.is_dir() else path
+
+
+def _refuse_overwrite_input(out: Path, inputs: list[Path]) -> None:
+    if any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise JobError(f"{out}: refusing to overwrite the input image; choose another output path")
+
+
+def cmd_reconstruct(args) -> int:
+    from ..jobs.edit_job import reconstruct_tensor
+
+    session = _session(args)
+    spec = session.spec(args.base)
+    t0 = args.t0 if args.t0 is not None else spec.presets[0].t0
+    img = load_image(args.image, spec.resolution, args.fit)
+    with BarProgress(args.quiet) as bar:
+        recon, metrics = reconstruct_tensor(session, args.base, img.tensor[None], t0, args.s_for, args.s_gen,
+                                            progress=bar)
+    out = _out_path(args.output, f"{Path(args.image).stem}_recon.png")
+    _refuse_overwrite_input(out, [Path(args.image)])
+    meta = {"operation": "reconstruct", "base_id": args.base, "t0": t0, "s_for": args.s_for, "s_gen": args.s_gen}
+    save_png(recon[0], out, meta)
+    print(f"MAE {metrics['mae']:.4f}  SSIM {metrics['ssim']:.4f}  → {out}")
+    return 0
+
+
+def _config_from_args(args) -> FinetuneConfig:
+    cfg = FinetuneConfig(
+        t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, lambda_l1=args.lambda_l1, lambda_face=args.lambda_face,
+        lambda_clip=args.lambda_clip, lr=args.lr, lr_schedule=args.lr_schedule, epochs=args.epochs, mode=args.mode,
+        lora_rank=None if args.full else args.rank, batch_size=args.batch_size, seed=args.seed,
+    )
+    cfg.validate()
+    return cfg
+
+
+def cmd_finetune(args) -> int:
+    from ..jobs.finetune_job import FinetuneRequest, run_finetune
+
+    session = _session(args)
+    spec = session.spec(args.base)
+    if args.t0 is None:  # take the preset's t0 when the text pair matches one, else the base's first preset
+        match = [p for p in spec.presets if p.source == args.src and p.target == args.tgt]
+        args.t0 = (match or spec.presets)[0].t0
+    images = list_images(args.images) if args.images else None
+    req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
+                          config=_config_from_args(args), images=images, sample_count=args.sample)
+    with BarProgress(args.quiet) as bar:
+        entry = run_finetune(session, req, progress=bar)
+    print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
+    return 0
+
+
+def _edit_request(args, session):
+    from ..jobs.edit_job import EditRequest, parse_attribute_args
+
+    schedule = json.loads(args.schedule) if args.schedule else None
+    return EditRequest(attributes=parse_attribute_args(args.attr), schedule=schedule, degree=args.degree,
+                       t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
+
+
+def cmd_edit(args) -> int:
+    from ..jobs.edit_job import edit_metadata, edit_tensor, resolve
+
+    session = _session(args)
+    req = _edit_request(args, session)
+    base_id = resolve(session, req)[0]
+    spec = session.spec(base_id)
+    paths = [Path(p) for p in args.images]
+    import torch
+
+    x = torch.stack([load_image(p, spec.resolution, args.fit).tensor for p in paths])
+    with BarProgress(args.quiet) as bar:
+        out = edit_tensor(session, req, x, progress=bar)
+    meta = edit_metadata(session, req)
+    targets = []
+    for p in paths:
+        target = _out_path(args.output, f"{p.stem}_edit.png") if len(paths) > 1 or Path(args.output).is_dir() \
+            else Path(args.output)
+        _refuse_overwrite_input(target, paths)
+        targets.append(target)
+    for p, target, img in zip(paths, targets, out):
+        save_png(img, target, {**meta, "source_image": p.name})
+        print(f"{p} → {target}")
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from ..jobs.edit_job import EditRequest, parse_attribute_args, resolve
+    from ..jobs.translate_job import TranslateRequest, translate_metadata, translate_tensor
+
+    session = _session(args)
+    edit = EditRequest(attributes=parse_attribute_args(args.attr), degree=args.degree, t0=args.t0,
+                       s_for=args.s_for, s_gen=args.s_gen)
+    spec = session.spec(resolve(session, edit)[0])
+    req = TranslateRequest(edit=edit, seeds=list(range(args.seed, args.seed + args.seeds)), rounds=args.rounds,
+                           project_t0=args.project_t0)
+    x = load_image(args.image, spec.resolution, args.fit).tensor[None]
+    with BarProgress(args.quiet) as bar:
+        _, edited = translate_tensor(session, req, x, progress=bar)
+    out = Path(args.output)
+    _refuse_overwrite_input(out, [Path(args.image)])
+    for seed, img in zip(req.seeds, edited):
+        target = out / f"{Path(args.image).stem}_seed{seed}.png" if len(req.seeds) > 1 else out
+        if len(req.seeds) > 1:
+            out.mkdir(parents=True, exist_ok=True)
+        save_png(img, target, translate_metadata(session, req, seed))
+        print(target)
+    return 0
+
+
+def cmd_info(args) -> int:
+    meta = read_metadata(args.image)
+    print(json.dumps(meta, indent=2, sort_keys=True) if args.json else
+          "\n".join(f"{k}: {json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(meta.items())))
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser, t0_default=None) -> None:
+    p.add_argument("--t0", type=int, default=t0_default, help="return step t0 (1..999; default: from preset/attribute)")
+    p.add_argument("--s-for", dest="s_for", type=int, default=40, help="inversion steps S_for (default 40)")
+    p.add_argument("--fit", choices=FIT_POLICIES, default="center-crop", help="how to fit non-square images")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reconstruct", help="invert an image and regenerate it with the base (prints MAE/SSIM)")
+    p.add_argument("image")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--base", default="demo-shapes")
+    _add_common(p)
+    p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("finetune", help="fine-tune an attribute model from a text pair and save it to the library")
+    p.add_argument("--base", default="demo-shapes")
+    p.add_argument("--src", required=True, help="source text, e.g. 'face'")
+    p.add_argument("--tgt", required=True, help="target text, e.g. 'angry face'")
+    p.add_argument("--name", required=True, help="name in the library")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", help="folder of training photos")
+    src.add_argument("--sample", type=int, default=24, help="sample N training images from the base (default 24)")
+    _add_common(p)
+    p.add_argument("--s-gen", dest="s_gen", type=int, default=6, help="generation steps while training (default 6)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 LoRA, 4e-6 full)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
+    p.add_argument("--mode", choices=MODES, default="efficient", help="efficient (Alg. 2) or full_chain (Alg. 1)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--full", action="store_true", help="train all weights instead of a LoRA")
+    p.add_argument("--lambda-clip", type=float, default=3.0)
+    p.add_argument("--lambda-l1", type=float, default=0.3)
+    p.add_argument("--lambda-face", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("edit", help="apply one attribute or a mix of attributes to images")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable; weights sum to 1")
+    p.add_argument("--degree", type=float, default=1.0, help="degree of change γ in [0, 1] (default 1)")
+    p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]"')
+    p.add_argument("-o", "--output", required=True, help="output file (one image) or folder")
+    _add_common(p)
+    p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("translate", help="unseen-domain / stroke-conditioned translation into an attribute")
+    p.add_argument("image")
+    p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable")
+    p.add_argument("--degree", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=8, help="K rounds of noising/denoising (default 8)")
+    p.add_argument("--seeds", type=int, default=4, help="number of candidates (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--project-t0", dest="project_t0", type=int, default=500)
+    p.add_argument("-o", "--output", required=True, help="output file (one seed) or folder")
+    _add_common(p)
+    p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("info", help="print the settings stored in an output PNG")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)

@@ -1,0 +1,149 @@
+"""The engine context a job runs in: device, precision, loaded models, library and latent cache.
+
+The GUI worker keeps one Session alive so models load once; the CLI makes one per command.
+Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..core.cancel import CancelToken, Progress
+from ..core.finetune import precompute_latents
+from ..core.mixing import ModelDenoiser
+from .images import image_sha256
+from .settings import Settings
+
+
+class Session:
+    def __init__(self, settings: Optional[Settings] = None) -> None:
+        from ..zoo.device import pick_device, pick_precision
+
+        self.settings = settings or Settings.load()
+        if self.settings.offline:
+            os.environ["DCLIP_OFFLINE"] = "1"
+        self.device = pick_device(self.settings.device)
+        self.autocast_dtype = pick_precision(self.settings.precision, self.device)
+        self._bases: dict[str, nn.Module] = {}
+        self._shas: dict[str, str] = {}
+        self._clips: dict[str, tuple] = {}
+        self._attrs: dict[tuple, nn.Module] = {}
+        self._library = None
+        self._cache = None
+        self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    # --- models -------------------------------------------------------------------------------
+    def spec(self, base_id: str):
+        from ..zoo.registry import get_base
+
+        return get_base(base_id)
+
+    def base(self, base_id: str, progress=None) -> nn.Module:
+        if base_id not in self._bases:
+            from ..zoo.loading import load_base
+
+            model = load_base(base_id, self.device, progress=progress)
+            self._bases[base_id] = model.eval().requires_grad_(False)
+        return self._bases[base_id]
+
+    def base_sha(self, base_id: str) -> str:
+        if base_id not in self._shas:
+            from ..zoo.loading import base_sha256
+
+            self._shas[base_id] = base_sha256(base_id)
+        return self._shas[base_id]
+
+    def clip_name(self, base_id: str) -> str:
+        spec = self.spec(base_id)
+        return "demo-tiny" if getattr(spec, "is_demo", False) else "ViT-B-16-quickgelu"
+
+    def clip(self, name: str):
+        if name not in self._clips:
+            from ..zoo.loading import load_clip
+
+            self._clips[name] = load_clip(name, self.device)
+        return self._clips[name]
+
+    def face(self):
+        if "face" not in self._clips:
+            from ..zoo.loading import load_face
+
+            self._clips["face"] = load_face(self.device)
+        return self._clips["face"]
+
+    # --- library ------------------------------------------------------------------------------
+    @property
+    def library(self):
+        if self._library is None:
+            from ..library.store import Library
+
+            root = self.settings.library_dir
+            self._library = Library(Path(root) if root else None)
+        return self._library
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from ..library.cache import LatentCache
+
+            root = self.settings.cache_dir
+            self._cache = LatentCache(Path(root) if root else None)
+        return self._cache
+
+    def attribute(self, name_or_id: str) -> tuple[object, nn.Module]:
+        """(library entry, its materialised model): the base plus the attribute's delta, cached."""
+        entry = self.library.get(name_or_id)
+        base_id = entry.base_id
+        key = (entry.id, entry.manifest.get("weights_sha256"), base_id)
+        if key not in self._attrs:
+            model = self.library.materialize(entry, self.base(base_id))
+            self._attrs[key] = model.to(self.device).eval().requires_grad_(False)
+        return entry, self._attrs[key]
+
+    def forget_attributes(self) -> None:
+        """Drop materialised attributes (after a rename/delete/import changed the library)."""
+        self._attrs.clear()
+
+    # --- inversion with the latent cache ------------------------------------------------------
+    def invert(
+        self,
+        base_id: str,
+        x0: torch.Tensor,
+        t0: int,
+        s_for: int,
+        *,
+        batch_size: int = 32,
+        progress: Optional[Progress] = None,
+        cancel: Optional[CancelToken] = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """x_t0 for each image, inverting only those the latent cache does not hold (paper §3.1:
+        latents are recycled across attributes)."""
+        from ..library.cache import LatentKey
+
+        x0 = x0.to(self.device)
+        keys = [LatentKey(self.base_sha(base_id), image_sha256(x), t0, s_for, self.precision) for x in x0]
+        found = self.cache.get_many(keys) if use_cache else [None] * len(keys)
+        missing = [i for i, z in enumerate(found) if z is None]
+        if missing:
+            den = ModelDenoiser(self.base(base_id), self.autocast_dtype)
+            latents = precompute_latents(
+                den, x0[missing], t0, s_for, batch_size=batch_size, autocast_dtype=self.autocast_dtype,
+                progress=progress, cancel=cancel,
+            )
+            self.inversion_calls += den.calls
+            if use_cache:
+                self.cache.put_many([keys[i] for i in missing], [z.cpu() for z in latents])
+            for j, i in enumerate(missing):
+                found[i] = latents[j]
+        return torch.stack([z.to(self.device) for z in found])
+

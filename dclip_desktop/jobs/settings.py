@@ -1,0 +1,43 @@
+"""User settings shared by the GUI and the CLI (a JSON file in the platform config dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import platformdirs
+
+from .images import atomic_write_bytes
+
+APP = "dclip-desktop"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("DCLIP_CONFIG_DIR") or platformdirs.user_config_dir(APP))
+
+
+@dataclass
+class Settings:
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    precision: str = "auto"  # auto, fp32, bf16, fp16
+    offline: bool = False
+    library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
+    cache_dir: Optional[str] = None  # latent cache; None: platform cache dir (or $DCLIP_LATENT_CACHE_DIR)
+    preview_every: int = 2  # send a predicted-x0 preview every N sampling steps
+    default_base: str = "demo-shapes"
+
+    @classmethod
+    def load(cls) -> "Settings":
+        path = config_dir() / "settings.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self) -> Path:
+        return atomic_write_bytes(config_dir() / "settings.json", json.dumps(asdict(self), indent=2).encode())
