@@ -1,0 +1,90 @@
+"""The demo world's tiny CLIP and tiny DDPM: where their files live and how to load them.
+
+The CLIP is an ordinary open_clip `CLIP` built from the config `models/demo/dclip-demo-tiny.json`
+(ViT with 4×4 patches at 32², a small text transformer) and used with open_clip's real BPE
+tokenizer. Images go in at 32² with the OpenAI mean/std, like any open_clip model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Union
+
+import torch
+
+DEMO_CLIP_NAME = "dclip-demo-tiny"
+CLIP_CONFIG_FILE = f"{DEMO_CLIP_NAME}.json"
+CLIP_WEIGHTS_FILE = "clip.safetensors"
+UNET_SUBDIR = "unet"
+
+Device = Union[str, torch.device]
+
+
+def demo_dir() -> Path:
+    """Folder holding the demo weights: $DCLIP_DEMO_DIR, the frozen bundle, or <repo>/models/demo."""
+    env = os.environ.get("DCLIP_DEMO_DIR")
+    candidates = []
+    if env:
+        candidates.append(Path(env))
+    meipass = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and meipass:
+        candidates.append(Path(meipass) / "models" / "demo")
+    candidates.append(Path(__file__).resolve().parents[2] / "models" / "demo")
+    for c in candidates:
+        if (c / CLIP_CONFIG_FILE).is_file():
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"demo model folder not found (looked in: {tried}). Set DCLIP_DEMO_DIR to the folder that holds "
+        f"{CLIP_CONFIG_FILE}, {CLIP_WEIGHTS_FILE} and {UNET_SUBDIR}/, or run from a full checkout."
+    )
+
+
+def clip_config() -> dict:
+    return json.loads((demo_dir() / CLIP_CONFIG_FILE).read_text())
+
+
+def register_demo_clip() -> str:
+    """Make open_clip know the config name "dclip-demo-tiny"; returns the name."""
+    import open_clip
+
+    if DEMO_CLIP_NAME not in open_clip.list_models():
+        open_clip.add_model_config(demo_dir() / CLIP_CONFIG_FILE)
+    return DEMO_CLIP_NAME
+
+
+def build_demo_clip(device: Device = "cpu"):
+    """A randomly initialised tiny CLIP and its tokenizer (training starts from this)."""
+    import open_clip
+
+    name = register_demo_clip()
+    model = open_clip.create_model(name, pretrained=None, device=device)
+    return model, open_clip.get_tokenizer(name)
+
+
+def load_demo_clip(device: Device = "cpu"):
+    """The trained tiny CLIP (eval, frozen, float32) and its BPE tokenizer."""
+    from safetensors.torch import load_file
+
+    path = demo_dir() / CLIP_WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"demo CLIP weights missing: {path} (train them with models/demo/train.py)")
+    model, tokenizer = build_demo_clip("cpu")
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    model.load_state_dict(state, strict=True)
+    model = model.to(device).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def load_demo_unet(device: Device = "cpu"):
+    """The trained tiny DDPM (diffusers UNet2DModel, ε-prediction, linear β 1e-4..0.02, T = 1000)."""
+    from diffusers.models.unets.unet_2d import UNet2DModel
+
+    path = demo_dir() / UNET_SUBDIR
+    if not (path / "diffusion_pytorch_model.safetensors").is_file():
+        raise FileNotFoundError(f"demo UNet weights missing in {path} (train them with models/demo/train.py)")
+    model = UNet2DModel.from_pretrained(str(path), torch_dtype=torch.float32)
+    return model.to(device).eval().requires_grad_(False)
