@@ -1,0 +1,58 @@
+"""Conversions between engine tensors/PIL images and QImage. Called on the worker thread for
+previews and results (QImage is safe to build off the GUI thread; QPixmap is not)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QImage
+
+
+def array_to_qimage(arr: np.ndarray) -> QImage:
+    """uint8 [H,W,3] → an owned QImage (RGB888)."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+def qimage_to_array(img: QImage) -> np.ndarray:
+    """QImage → uint8 [H,W,3]."""
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), dtype=np.uint8, count=bpl * h).reshape(h, bpl)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+def tensor_to_qimage(x, max_tiles: int = 4) -> QImage:
+    """[3,H,W] or [N,3,H,W] in [-1,1] → QImage; a batch becomes a row of up to `max_tiles` tiles."""
+    if x.dim() == 3:
+        x = x[None]
+    x = x[:max_tiles].detach().float().cpu().clamp(-1, 1)
+    arr = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # N,H,W,3
+    row = np.concatenate(list(arr), axis=1)
+    return array_to_qimage(row)
+
+
+def tensors_to_qimages(x) -> list[QImage]:
+    return [tensor_to_qimage(t) for t in x]
+
+
+def qimage_to_tensor(img: QImage, size: int | None = None):
+    """QImage → [3,S,S] in [-1,1] (resized to `size` when it differs)."""
+    from PIL import Image
+
+    from ..jobs.images import pil_to_tensor
+
+    pil = Image.fromarray(qimage_to_array(img), "RGB")
+    if size is not None and pil.size != (size, size):
+        pil = pil.resize((size, size), Image.BICUBIC)
+    return pil_to_tensor(pil)
+
+
+def pil_to_qimage(img) -> QImage:
+    return array_to_qimage(np.asarray(img.convert("RGB")))
+
+
+def qimage_to_pil(img: QImage):
+    from PIL import Image
+
+    return Image.fromarray(qimage_to_array(img), "RGB")

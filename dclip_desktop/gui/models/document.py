@@ -1,0 +1,94 @@
+"""The open document: the input image, the history of results, and undo/redo of input changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+
+@dataclass
+class Result:
+    image: QImage
+    label: str
+    metadata: dict = field(default_factory=dict)
+    kind: str = "edit"  # edit, translate, preview
+    source: Optional[QImage] = None  # what it was made from (the "before" of a compare)
+
+
+class DocumentModel(QObject):
+    input_changed = Signal()
+    history_changed = Signal()
+    selection_changed = Signal(int)
+    undo_changed = Signal()
+
+    def __init__(self, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.input: Optional[QImage] = None
+        self.path: Optional[str] = None
+        self.results: list[Result] = []
+        self.selected = -1
+        self._undo: list[tuple[Optional[QImage], Optional[str]]] = []
+        self._redo: list[tuple[Optional[QImage], Optional[str]]] = []
+
+    # --- input ------------------------------------------------------------------------------
+    def set_input(self, image: QImage, path: Optional[str] = None, undoable: bool = True) -> None:
+        if undoable and self.input is not None:
+            self._undo.append((self.input, self.path))
+            self._redo.clear()
+        self.input, self.path = image, path
+        self.input_changed.emit()
+        self.undo_changed.emit()
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> None:
+        if self._undo:
+            self._redo.append((self.input, self.path))
+            self.input, self.path = self._undo.pop()
+            self.input_changed.emit()
+            self.undo_changed.emit()
+
+    def redo(self) -> None:
+        if self._redo:
+            self._undo.append((self.input, self.path))
+            self.input, self.path = self._redo.pop()
+            self.input_changed.emit()
+            self.undo_changed.emit()
+
+    # --- results ----------------------------------------------------------------------------
+    def add_result(self, result: Result, select: bool = True) -> int:
+        if result.source is None:
+            result.source = self.input
+        self.results.append(result)
+        self.history_changed.emit()
+        if select:
+            self.select(len(self.results) - 1)
+        return len(self.results) - 1
+
+    def select(self, index: int) -> None:
+        if not -1 <= index < len(self.results):
+            raise IndexError(index)
+        self.selected = index
+        self.selection_changed.emit(index)
+
+    @property
+    def current(self) -> Optional[Result]:
+        return self.results[self.selected] if 0 <= self.selected < len(self.results) else None
+
+    def use_result_as_input(self, index: Optional[int] = None) -> None:
+        """"Apply": the chosen result becomes the image the next edit starts from (undoable)."""
+        res = self.results[self.selected if index is None else index]
+        self.set_input(res.image, self.path)
+
+    def clear_results(self) -> None:
+        self.results.clear()
+        self.selected = -1
+        self.history_changed.emit()
+        self.selection_changed.emit(-1)

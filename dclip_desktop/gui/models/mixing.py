@@ -1,0 +1,171 @@
+"""State of the attribute-mixing panel: which library attributes, their weights, the time-dependent
+schedule γ_i(t), and the degree of change γ. Builds the engine's EditRequest arguments."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from PySide6.QtCore import QObject, Signal
+
+TOL = 1e-4
+
+
+@dataclass
+class AttrRow:
+    id: str
+    name: str
+    t0: int = 0
+    label: str = ""  # "source → target"
+    checked: bool = False
+    weight: float = 1.0
+
+
+class MixingModel(QObject):
+    changed = Signal()  # rows, weights, schedule or degree changed
+    rows_changed = Signal()  # the list of attributes changed (rebuild widgets)
+    message_changed = Signal(str)  # inline validation / engine error ("" clears)
+
+    def __init__(self, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.rows: list[AttrRow] = []
+        self.degree = 1.0
+        self.use_schedule = False
+        self.schedule: list[list] = []  # [threshold, [weights of the checked rows]]
+        self.engine_message = ""
+
+    # --- attributes -------------------------------------------------------------------------
+    def set_entries(self, entries) -> None:
+        """`entries`: library entries of the current base (undamaged). Keeps check state by id."""
+        old = {r.id: r for r in self.rows}
+        rows = []
+        for e in entries:
+            prev = old.get(e.id)
+            label = f"{e.source} → {e.target}" if e.source or e.target else ""
+            rows.append(AttrRow(e.id, e.name, int(e.t0 or 0), label, prev.checked if prev else False,
+                                prev.weight if prev else 1.0))
+        self.rows = rows
+        self._schedule_fit()
+        self.rows_changed.emit()
+        self._changed()
+
+    def row(self, name: str) -> AttrRow:
+        for r in self.rows:
+            if r.name == name or r.id == name:
+                return r
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    def checked(self) -> list[AttrRow]:
+        return [r for r in self.rows if r.checked]
+
+    def set_checked(self, name: str, on: bool, share: bool = True) -> None:
+        self.row(name).checked = on
+        if share:
+            self.equalize()
+        self._schedule_fit()
+        self._changed()
+
+    def set_weight(self, name: str, weight: float) -> None:
+        self.row(name).weight = float(weight)
+        self._changed()
+
+    def equalize(self) -> None:
+        rows = self.checked()
+        for r in rows:
+            r.weight = round(1.0 / len(rows), 4)
+        if rows:  # make the sum exact
+            rows[-1].weight = round(1.0 - sum(r.weight for r in rows[:-1]), 4)
+        self._changed()
+
+    def set_degree(self, degree: float) -> None:
+        self.degree = float(degree)
+        self._changed()
+
+    # --- schedule ---------------------------------------------------------------------------
+    def set_use_schedule(self, on: bool) -> None:
+        self.use_schedule = bool(on)
+        if on and not self.schedule:
+            self.reset_schedule()
+        self._changed()
+
+    def reset_schedule(self) -> None:
+        w = [r.weight for r in self.checked()]
+        self.schedule = [[500, list(w)], [0, list(w)]]
+        self._changed()
+
+    def add_schedule_row(self) -> None:
+        n = len(self.checked())
+        top = self.schedule[0][0] if self.schedule else 0
+        self.schedule.insert(0, [min(999, top + 200), [1.0 / n] * n if n else []])
+        self._changed()
+
+    def remove_schedule_row(self, index: int) -> None:
+        del self.schedule[index]
+        self._changed()
+
+    def set_schedule_cell(self, row: int, col: int, value: float) -> None:
+        """col 0 is the threshold t; col k ≥ 1 the weight of the k-th checked attribute."""
+        if col == 0:
+            self.schedule[row][0] = int(value)
+        else:
+            self.schedule[row][1][col - 1] = float(value)
+        self._changed()
+
+    def _schedule_fit(self) -> None:
+        n = len(self.checked())
+        for row in self.schedule:
+            ws = row[1]
+            row[1] = (ws + [0.0] * n)[:n]
+
+    # --- validation and the request ---------------------------------------------------------
+    def validate(self) -> Optional[str]:
+        """A user-facing reason the current mix cannot be applied, or None (mirrors the engine's rules)."""
+        rows = self.checked()
+        if not rows:
+            return "Tick at least one attribute."
+        if not 0.0 <= self.degree <= 1.0:
+            return f"The degree of change γ must be in [0, 1], got {self.degree:g}."
+        if self.use_schedule:
+            if not self.schedule:
+                return "The schedule has no rows."
+            ths = [int(r[0]) for r in self.schedule]
+            if any(a <= b for a, b in zip(ths, ths[1:])):
+                return f"Schedule thresholds must be strictly decreasing, got {ths}."
+            if ths[-1] != 0:
+                return f"The last schedule threshold must be 0 so every t is covered, got {ths[-1]}."
+            for th, ws in self.schedule:
+                if any(not math.isfinite(w) for w in ws):
+                    return f"Row t≥{th} has a non-finite weight."
+                if abs(sum(ws) - 1.0) > TOL:
+                    return f"Weights at t≥{th} must sum to 1, they sum to {sum(ws):.4g}."
+            return None
+        total = sum(r.weight for r in rows)
+        if any(not math.isfinite(r.weight) for r in rows):
+            return "A weight is not a number."
+        if abs(total - 1.0) > TOL:
+            return f"Weights must sum to 1, they sum to {total:.4g} (use Equalize)."
+        return None
+
+    def edit_kwargs(self) -> dict:
+        """Keyword arguments of jobs.edit_job.EditRequest (attributes, schedule, degree)."""
+        rows = self.checked()
+        kw = {"attributes": [(r.name, r.weight) for r in rows], "degree": self.degree, "schedule": None}
+        if self.use_schedule and self.schedule:
+            kw["schedule"] = [(int(th), [float(w) for w in ws]) for th, ws in self.schedule]
+        return kw
+
+    def set_engine_message(self, text: str) -> None:
+        self.engine_message = text
+        self.message_changed.emit(self.message())
+
+    def message(self) -> str:
+        return self.validate() or self.engine_message or ""
+
+    def _changed(self) -> None:
+        self.engine_message = ""
+        self.changed.emit()
+        self.message_changed.emit(self.message())

@@ -1,0 +1,115 @@
+"""The stroke-painting document: a small RGB image at the base's resolution, the brush, and undo."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtCore import QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
+
+MAX_UNDO = 50
+
+
+class PaintModel(QObject):
+    changed = Signal()  # pixels changed
+    brush_changed = Signal()
+
+    def __init__(self, size: int = 32, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.color = QColor(220, 30, 30)
+        self.background = QColor(245, 245, 245)
+        self.brush_size = max(1, size // 8)
+        self.eraser = False
+        self.image = self._blank(size)
+        self._undo: list[QImage] = []
+        self._redo: list[QImage] = []
+
+    def _blank(self, size: int) -> QImage:
+        img = QImage(size, size, QImage.Format.Format_RGB888)
+        img.fill(self.background)
+        return img
+
+    @property
+    def size(self) -> int:
+        return self.image.width()
+
+    # --- brush ------------------------------------------------------------------------------
+    def set_color(self, color: QColor) -> None:
+        self.color = QColor(color)
+        self.eraser = False
+        self.brush_changed.emit()
+
+    def set_brush_size(self, px: int) -> None:
+        self.brush_size = max(1, int(px))
+        self.brush_changed.emit()
+
+    def set_eraser(self, on: bool) -> None:
+        self.eraser = bool(on)
+        self.brush_changed.emit()
+
+    # --- document ---------------------------------------------------------------------------
+    def _snapshot(self) -> None:
+        self._undo.append(self.image.copy())
+        del self._undo[:-MAX_UNDO]
+        self._redo.clear()
+
+    def new_blank(self, size: Optional[int] = None) -> None:
+        self._snapshot()
+        self.image = self._blank(size or self.size)
+        self.changed.emit()
+
+    def set_image(self, image: QImage, size: Optional[int] = None) -> None:
+        """Paint over an image (scaled to the base resolution)."""
+        self._snapshot()
+        size = size or self.size
+        img = image.convertToFormat(QImage.Format.Format_RGB888)
+        if img.width() != size or img.height() != size:
+            img = img.scaled(size, size, Qt.AspectRatioMode.IgnoreAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
+        self.image = img.copy()
+        self.changed.emit()
+
+    def begin_stroke(self) -> None:
+        self._snapshot()
+
+    def stroke(self, p0: QPointF, p1: QPointF) -> None:
+        """A segment of the current stroke, in image coordinates."""
+        painter = QPainter(self.image)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        pen = QPen(self.background if self.eraser else self.color, self.brush_size, Qt.PenStyle.SolidLine,
+                   Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin)
+        painter.setPen(pen)
+        if p0 == p1:
+            painter.drawPoint(p0)
+        else:
+            painter.drawLine(p0, p1)
+        painter.end()
+        self.changed.emit()
+
+    def fill(self) -> None:
+        self._snapshot()
+        self.image.fill(self.color)
+        self.changed.emit()
+
+    def clear(self) -> None:
+        self._snapshot()
+        self.image.fill(self.background)
+        self.changed.emit()
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> None:
+        if self._undo:
+            self._redo.append(self.image)
+            self.image = self._undo.pop()
+            self.changed.emit()
+
+    def redo(self) -> None:
+        if self._redo:
+            self._undo.append(self.image)
+            self.image = self._redo.pop()
+            self.changed.emit()

@@ -1,0 +1,151 @@
+"""Job functions the GUI submits to the worker: `make_*(...)` runs on the GUI thread and captures
+plain data (QImages, dicts); the returned `fn(session, ctx)` runs on the worker thread and calls
+the Qt-free jobs. Results come back as QImages and plain dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from PySide6.QtGui import QImage
+
+
+@dataclass
+class EditResult:
+    images: list[QImage]
+    metadata: list[dict]
+    labels: list[str] = field(default_factory=list)
+    projected: list[QImage] = field(default_factory=list)
+
+
+def make_open_image(path: str, base_id: str, fit: str = "center-crop"):
+    def fn(session, ctx):
+        from ..jobs.images import load_image
+        from .imaging import tensor_to_qimage
+
+        size = int(session.spec(base_id).resolution)
+        loaded = load_image(path, size, fit)
+        return {"image": tensor_to_qimage(loaded.tensor), "path": path, "original_size": loaded.original_size}
+
+    return fn
+
+
+def _edit_request(edit: dict):
+    from ..jobs.edit_job import EditRequest
+
+    return EditRequest(**edit)
+
+
+def make_edit(image: QImage, edit: dict):
+    """Apply the mix `edit` (EditRequest kwargs) to `image`."""
+    image = image.copy()
+
+    def fn(session, ctx):
+        from ..jobs.edit_job import edit_metadata, edit_tensor
+        from .imaging import qimage_to_tensor, tensor_to_qimage
+
+        req = _edit_request(edit)
+        entry = session.library.get(req.attributes[0][0])
+        size = int(session.spec(req.base_id or entry.base_id).resolution)
+        x = qimage_to_tensor(image, size)[None]
+        meta = edit_metadata(session, req)
+        y = edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
+        label = " + ".join(f"{n}" if len(req.attributes) == 1 else f"{n}:{w:g}" for n, w in req.attributes)
+        if req.degree != 1.0:
+            label += f" γ={req.degree:g}"
+        return EditResult([tensor_to_qimage(y[0])], [meta], [label])
+
+    return fn
+
+
+def make_translate(image: QImage, edit: dict, seeds: list[int], rounds: int, project_t0: int = 500,
+                   project_steps: int = 10):
+    """Stroke-conditioned / unseen-domain generation: one candidate per seed."""
+    image = image.copy()
+
+    def fn(session, ctx):
+        from ..jobs.translate_job import TranslateRequest, translate_metadata, translate_tensor
+        from .imaging import qimage_to_tensor, tensor_to_qimage
+
+        req = TranslateRequest(_edit_request(edit), seeds=list(seeds), rounds=rounds, project_t0=project_t0,
+                               project_steps=project_steps)
+        entry = session.library.get(req.edit.attributes[0][0])
+        size = int(session.spec(req.edit.base_id or entry.base_id).resolution)
+        x = qimage_to_tensor(image, size)[None]
+        projected, edited = translate_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
+        metas = [translate_metadata(session, req, s) for s in seeds]
+        return EditResult([tensor_to_qimage(t) for t in edited], metas, [f"seed {s}" for s in seeds],
+                          [tensor_to_qimage(t) for t in projected])
+
+    return fn
+
+
+def make_finetune(params):
+    """Fine-tune with `params` (models.finetune.FinetuneParams); returns the new entry's name/id."""
+    from dataclasses import replace
+
+    params = replace(params)
+
+    def fn(session, ctx):
+        from ..jobs.finetune_job import run_finetune
+
+        req = params.to_request()
+        entry = run_finetune(session, req, progress=ctx.progress, on_step=ctx.on_step, on_epoch=ctx.on_epoch,
+                             cancel=ctx.cancel)
+        return {"id": entry.id, "name": entry.name, "base_id": entry.base_id}
+
+    return fn
+
+
+def make_import(path: str, base_id: Optional[str] = None, name: Optional[str] = None):
+    """Import a .dclip bundle or an official .pth (which needs the base model) into the library."""
+
+    def fn(session, ctx):
+        kw = {"name": name}
+        if path.lower().endswith((".pth", ".pt", ".ckpt")) and base_id:
+            kw.update(base_id=base_id, base_model=session.base(base_id))
+        entry = session.library.import_file(path, **kw)
+        session.forget_attributes()
+        return {"id": entry.id, "name": entry.name}
+
+    return fn
+
+
+def make_batch(batch: dict, edit: dict):
+    """Run the batch engine; per-file status travels as ctx.event('file', (relpath, status, reason))."""
+
+    def fn(session, ctx):
+        from ..jobs.batch_job import BatchRequest, run_batch
+
+        req = BatchRequest(edit=_edit_request(edit), **batch)
+
+        def on_file(relpath, status, reason=None):
+            ctx.event("file", (str(relpath), str(status), "" if reason is None else str(reason)))
+
+        summary = run_batch(session, req, progress=ctx.progress, cancel=ctx.cancel, on_file=on_file)
+        return {k: getattr(summary, k, None) for k in ("done", "skipped", "failed", "errors", "images_per_s")}
+
+    return fn
+
+
+def make_base_action(action: str, base_id: str):
+    """Models → download / verify / load a zoo base."""
+
+    def fn(session, ctx):
+        if action == "load":
+            session.base(base_id, progress=lambda *a: ctx.progress("loading", *a[-3:-1]) if len(a) >= 2 else None)
+            return f"{base_id}: loaded on {session.device}"
+        from ..zoo import download
+
+        names = {"download": ("download_base", "download"), "verify": ("verify_base", "verify", "verify_and_repair")}
+        for name in names[action]:
+            f = getattr(download, name, None)
+            if callable(f):
+                try:
+                    out = f(base_id, progress=lambda step, total, *rest: ctx.progress(action, step, total))
+                except TypeError:
+                    out = f(base_id)
+                return f"{base_id}: {action} finished" + (f" ({out})" if out not in (None, True) else "")
+        raise RuntimeError(f"the model zoo has no {action} function yet")
+
+    return fn

@@ -1,0 +1,478 @@
+"""The main window: canvas / paint tabs, the prompt and mixing docks, menus, toolbar, status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import tasks
+from ..imaging import qimage_to_pil
+from ..models.bases import base_info, usable_bases
+from ..models.document import DocumentModel
+from ..models.finetune import FinetuneModel
+from ..models.library import LibraryModel
+from ..models.mixing import MixingModel
+from ..models.paint import PaintModel
+from .canvas import MODE_LABELS, MODES, HistoryStrip, ImageView
+from .mixing_panel import MixingPanel
+from .paint import PaintPanel
+from .prompt_panel import PromptPanel, eta_text
+
+MAX_RECENT = 8
+
+
+class MainWindow(QMainWindow):
+    error_reported = Signal(str, str)  # title, message — every error dialog goes through report_error
+
+    def __init__(self, settings, controller, qsettings: QSettings, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.settings, self.controller, self.qsettings = settings, controller, qsettings
+        self.setWindowTitle("DiffusionCLIP Desktop")
+        self.last_error_box: Optional[QMessageBox] = None
+        self.doc = DocumentModel(self)
+        self.finetune = FinetuneModel(self)
+        self.mixing = MixingModel(self)
+        self.library = LibraryModel(settings.library_dir, self)
+        bases = usable_bases()
+        default = settings.default_base if any(b.id == settings.default_base for b in bases) else bases[0].id
+        self.finetune.params.base_id = default
+        self.base = base_info(default)
+        self.paint = PaintModel(self.base.resolution, self)
+
+        # central: canvas and paint tabs
+        self.view = ImageView()
+        self.history = HistoryStrip(self.doc)
+        canvas_page = QWidget()
+        cl = QVBoxLayout(canvas_page)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.view, 1)
+        cl.addWidget(self.history)
+        self.paint_panel = PaintPanel(self.paint, self.mixing, self.doc, controller)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(canvas_page, "Canvas")
+        self.tabs.addTab(self.paint_panel, "Paint")
+        self.setCentralWidget(self.tabs)
+
+        # docks
+        self.prompt = PromptPanel(self.finetune, controller, bases)
+        self.mixing_panel = MixingPanel(self.mixing, self.library, self.doc, controller)
+        self.prompt_dock = self._dock("Fine-tune", "prompt_dock", self.prompt, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.mixing_dock = self._dock("Mix & apply", "mixing_dock", self.mixing_panel,
+                                      Qt.DockWidgetArea.LeftDockWidgetArea)
+
+        self._build_actions()
+        self._build_status()
+
+        # wiring
+        self.doc.input_changed.connect(self._refresh_view)
+        self.doc.selection_changed.connect(self._refresh_view)
+        self.doc.undo_changed.connect(self._update_actions)
+        self.paint.changed.connect(self._update_actions)
+        self.tabs.currentChanged.connect(self._update_actions)
+        self.history.apply_requested.connect(self.doc.use_result_as_input)
+        self.history.save_requested.connect(lambda i: self.save_result(index=i))
+        self.prompt.base_changed.connect(self.set_base)
+        self.prompt.attribute_saved.connect(self._on_attribute_saved)
+        self.library.modified.connect(controller.library_changed)
+        controller.ready.connect(self._on_ready)
+        controller.memory.connect(self.mem_label.setText)
+        controller.started.connect(self._on_started)
+        controller.progress.connect(self._on_progress)
+        controller.preview.connect(self._on_preview)
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        controller.cancelled.connect(self._on_cancelled)
+        controller.busy_changed.connect(self._on_busy)
+        self.mixing_panel.set_base(default)
+        self._restore_layout()
+        self._update_actions()
+        self._refresh_view()
+
+    # --- construction -----------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(widget)
+        scroll.setMinimumWidth(widget.sizeHint().width() + 20)
+        dock.setWidget(scroll)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _act(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        return a
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self.open_action = self._act(f, "&Open image…", lambda: self.open_image(), QKeySequence.StandardKey.Open)
+        self.recent_menu = f.addMenu("Open &recent")
+        self._fill_recent()
+        self.save_action = self._act(f, "&Save result…", lambda: self.save_result(), QKeySequence.StandardKey.Save)
+        self.export_action = self._act(f, "&Export side by side…", lambda: self.export_compare())
+        f.addSeparator()
+        self._act(f, "Load settings from image…", lambda: self.load_settings_from_image())
+        f.addSeparator()
+        self._act(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        e = mb.addMenu("&Edit")
+        self.undo_action = self._act(e, "&Undo", self.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._act(e, "&Redo", self.redo, QKeySequence.StandardKey.Redo)
+        e.addSeparator()
+        self.apply_action = self._act(e, "Use result as input", lambda: self.doc.current and self.doc.use_result_as_input())
+        e.addSeparator()
+        self._act(e, "Settings…", self.open_settings)
+        b = mb.addMenu("&Batch")
+        self._act(b, "Edit a &folder…", self.open_batch)
+        m = mb.addMenu("&Models")
+        self._act(m, "Attribute &library…", self.open_library)
+        self._act(m, "&Base models…", self.open_base_models)
+        self._act(m, "Download / verify…", self.open_base_models)
+        v = mb.addMenu("&View")
+        v.addAction(self.prompt_dock.toggleViewAction())
+        v.addAction(self.mixing_dock.toggleViewAction())
+        h = mb.addMenu("&Help")
+        self._act(h, "&About", self.about)
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        for a in (self.open_action, self.save_action, self.undo_action, self.redo_action, self.apply_action):
+            tb.addAction(a)
+        tb.addSeparator()
+        self.mode_combo = QComboBox()
+        for key in MODES:
+            self.mode_combo.addItem(MODE_LABELS[key], key)
+        self.mode_combo.currentIndexChanged.connect(lambda i: self.view.set_mode(self.mode_combo.itemData(i)))
+        tb.addWidget(self.mode_combo)
+        tb.addAction("Zoom in", lambda: self.view.zoom_by(1.25))
+        tb.addAction("Zoom out", lambda: self.view.zoom_by(0.8))
+        tb.addAction("Fit", self.view.fit)
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.job_label = QLabel("Starting the engine…")
+        self.job_bar = QProgressBar()
+        self.job_bar.setMaximumWidth(220)
+        self.job_bar.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.controller.cancel)
+        self.device_label = QLabel("device: …")
+        self.precision_label = QLabel("")
+        self.mem_label = QLabel("")
+        sb.addWidget(self.job_label, 1)
+        sb.addWidget(self.job_bar)
+        sb.addWidget(self.cancel_button)
+        for w in (self.device_label, self.precision_label, self.mem_label):
+            sb.addPermanentWidget(w)
+
+    # --- layout memory ----------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        geo = self.qsettings.value("window/geometry")
+        state = self.qsettings.value("window/state")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1400, 860)
+        if state is not None:
+            self.restoreState(state)
+
+    def save_layout(self) -> None:
+        self.qsettings.setValue("window/geometry", self.saveGeometry())
+        self.qsettings.setValue("window/state", self.saveState())
+        self.qsettings.sync()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.save_layout()
+        self.controller.cancel()
+        super().closeEvent(event)
+
+    # --- errors -----------------------------------------------------------------------------
+    def report_error(self, title: str, message: str, details: str = "") -> QMessageBox:
+        """Every error shown to the user goes through here (tests listen to `error_reported`)."""
+        self.error_reported.emit(title, message)
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()  # non-blocking: the app stays usable and tests can close it
+        self.last_error_box = box
+        return box
+
+    # --- base -------------------------------------------------------------------------------
+    def set_base(self, base_id: str) -> None:
+        if base_id == self.base.id and self.mixing_panel.base_id == base_id:
+            return
+        self.base = base_info(base_id)
+        self.paint_panel.set_base_size(self.base.resolution)
+        self.mixing_panel.set_base(base_id)
+
+    # --- file -------------------------------------------------------------------------------
+    def open_image(self, path: Optional[str] = None) -> bool:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open image", self.qsettings.value("last_dir", ""),
+                                                  "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)")
+            if not path:
+                return False
+        self.qsettings.setValue("last_dir", str(Path(path).parent))
+        ok = self.controller.submit("open", tasks.make_open_image(path, self.base.id))
+        if not ok:
+            self.report_error("Busy", "Another job is running; open the image when it has finished.")
+        return ok
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_files()
+        for p in recent:
+            self.recent_menu.addAction(p, lambda p=p: self.open_image(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    def recent_files(self) -> list[str]:
+        value = self.qsettings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _add_recent(self, path: str) -> None:
+        recent = [path] + [p for p in self.recent_files() if p != path]
+        self.qsettings.setValue("recent", recent[:MAX_RECENT])
+        self._fill_recent()
+
+    def save_result(self, path: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
+        res = self.doc.results[index] if index is not None else self.doc.current
+        if res is None:
+            self.report_error("Save result", "There is no result to save yet.")
+            return None
+        if not path:
+            stem = Path(self.doc.path).stem if self.doc.path else "result"
+            path, _ = QFileDialog.getSaveFileName(self, "Save result", f"{stem}-edited.png", "PNG image (*.png)")
+            if not path:
+                return None
+        try:
+            from ...jobs.images import save_png
+
+            save_png(qimage_to_pil(res.image), path, res.metadata)  # atomic, settings in a text chunk
+        except Exception as exc:  # noqa: BLE001 - disk full, permissions…: tell the user, keep going
+            self.report_error("Save result", f"Could not save {path}: {exc}")
+            return None
+        self.job_label.setText(f"Saved {path}")
+        return path
+
+    def export_compare(self, path: Optional[str] = None) -> Optional[str]:
+        res = self.doc.current
+        if res is None or res.source is None:
+            self.report_error("Export", "There is no result to export yet.")
+            return None
+        if not path:
+            path, _ = QFileDialog.getSaveFileName(self, "Export before | after", "compare.png", "PNG image (*.png)")
+            if not path:
+                return None
+        from PySide6.QtGui import QPainter
+
+        a, b = res.source, res.image
+        img = QImage(a.width() + b.width(), max(a.height(), b.height()), QImage.Format.Format_RGB888)
+        p = QPainter(img)
+        p.drawImage(0, 0, a)
+        p.drawImage(a.width(), 0, b)
+        p.end()
+        try:
+            from ...jobs.images import save_png
+
+            save_png(qimage_to_pil(img), path, res.metadata)
+        except Exception as exc:  # noqa: BLE001
+            self.report_error("Export", f"Could not save {path}: {exc}")
+            return None
+        return path
+
+    def load_settings_from_image(self, path: Optional[str] = None) -> Optional[dict]:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Load settings from image", "", "PNG image (*.png)")
+            if not path:
+                return None
+        try:
+            from ...jobs.images import read_metadata
+
+            meta = read_metadata(path)
+        except Exception as exc:  # noqa: BLE001
+            self.report_error("Load settings", str(exc))
+            return None
+        names = [a.get("name") for a in meta.get("attributes", [])]
+        for row in self.mixing.rows:
+            row.checked = row.name in names
+            for a in meta.get("attributes", []):
+                if a.get("name") == row.name:
+                    row.weight = float(a.get("weight", row.weight))
+        sched = meta.get("schedule") or []
+        self.mixing.schedule = [[int(t), list(ws)] for t, ws in sched]
+        self.mixing.use_schedule = len(sched) > 1
+        self.mixing.rows_changed.emit()
+        self.mixing.set_degree(float(meta.get("degree", 1.0)))
+        self.job_label.setText(f"Loaded settings from {Path(path).name}")
+        return meta
+
+    # --- edit -------------------------------------------------------------------------------
+    def _painting(self) -> bool:
+        return self.tabs.currentWidget() is self.paint_panel
+
+    def undo(self) -> None:
+        (self.paint.undo if self._painting() else self.doc.undo)()
+        self._update_actions()
+
+    def redo(self) -> None:
+        (self.paint.redo if self._painting() else self.doc.redo)()
+        self._update_actions()
+
+    def _update_actions(self, *_) -> None:
+        src = self.paint if self._painting() else self.doc
+        self.undo_action.setEnabled(src.can_undo())
+        self.redo_action.setEnabled(src.can_redo())
+
+    # --- dialogs ----------------------------------------------------------------------------
+    def open_settings(self):
+        from .settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.settings, self)
+        if dlg.exec():
+            self.apply_settings(dlg.result_settings())
+        return dlg
+
+    def apply_settings(self, new) -> None:
+        try:
+            new.save()
+        except OSError as exc:
+            self.report_error("Settings", f"Could not save the settings: {exc}")
+        self.settings = new
+        self.controller.apply_settings(new)
+        self.library.set_root(new.library_dir)
+        self.controller.warm_up()
+
+    def open_library(self):
+        from .library_dialog import LibraryDialog
+
+        self.library.refresh()
+        dlg = LibraryDialog(self.library, self.controller, self.base.id, self.report_error, self)
+        dlg.show()
+        self._library_dialog = dlg
+        return dlg
+
+    def open_batch(self):
+        from .batch_dialog import BatchDialog
+
+        dlg = BatchDialog(self.mixing, self.controller, self.base.id, self)
+        dlg.show()
+        self._batch_dialog = dlg
+        return dlg
+
+    def open_base_models(self):
+        from .base_models_dialog import BaseModelsDialog
+
+        dlg = BaseModelsDialog(self.controller, self)
+        dlg.show()
+        self._base_dialog = dlg
+        return dlg
+
+    def about(self) -> None:
+        from ... import __version__
+
+        QMessageBox.about(self, "About DiffusionCLIP Desktop",
+                          f"<b>DiffusionCLIP Desktop</b> {__version__}<br>Text-driven image manipulation with "
+                          "fine-tuned diffusion models (Kim, Kwon & Ye, CVPR 2022).<br>Engine: "
+                          f"{self.controller.info.get('device', '?')}, {self.controller.info.get('precision', '?')}.")
+
+    # --- canvas -----------------------------------------------------------------------------
+    def _refresh_view(self, *_) -> None:
+        res = self.doc.current
+        if res is not None:
+            self.view.set_images(res.source if res.source is not None else self.doc.input, res.image)
+        else:
+            self.view.set_images(self.doc.input, None)
+        self.save_action.setEnabled(res is not None)
+        self.export_action.setEnabled(res is not None)
+        self.apply_action.setEnabled(res is not None)
+
+    # --- controller signals -----------------------------------------------------------------
+    def _on_ready(self, info: dict) -> None:
+        self.device_label.setText(f"device: {info.get('device')}")
+        self.precision_label.setText(f"precision: {info.get('precision')}")
+        self.mem_label.setText(info.get("memory", ""))
+        try:
+            self.library.refresh()
+        except Exception as exc:  # noqa: BLE001 - an unreadable library folder must not stop the app
+            self.report_error("Library", f"Cannot read the attribute library: {exc}")
+
+    def _on_started(self, kind: str) -> None:
+        self.job_label.setText({"init": "Starting the engine…", "open": "Opening…", "edit": "Applying…",
+                                "translate": "Generating…", "finetune": "Fine-tuning…",
+                                "batch": "Batch editing…"}.get(kind, f"{kind}…"))
+
+    def _on_busy(self, busy: bool) -> None:
+        show = busy and self.controller.kind != "init"
+        self.job_bar.setVisible(show)
+        self.cancel_button.setVisible(show)
+        self.open_action.setEnabled(not busy)
+        if busy:
+            self.job_bar.setRange(0, 0)
+        else:
+            self.view.set_preview(None)
+
+    def _on_progress(self, phase: str, step: int, total: int, eta: float) -> None:
+        self.job_bar.setRange(0, max(1, total))
+        self.job_bar.setValue(step)
+        self.job_label.setText(f"{self.controller.kind}: {phase} {step}/{total}  {eta_text(eta)}")
+
+    def _on_preview(self, image: QImage) -> None:
+        if self.controller.kind in ("edit", "translate"):
+            if self.doc.input is not None and self.controller.kind == "edit":
+                self.view.set_images(self.doc.input, None)
+            self.view.set_preview(image, "x̂0")
+
+    def _on_finished(self, kind: str, result) -> None:
+        self.job_label.setText("Ready")
+        if kind == "open":
+            self.doc.clear_results()
+            self.doc.set_input(result["image"], result["path"])
+            self._add_recent(result["path"])
+            self.tabs.setCurrentIndex(0)
+            self.view.fit()
+        elif kind in ("edit", "translate"):
+            self.tabs.setCurrentIndex(0 if kind == "edit" else self.tabs.currentIndex())
+            self._refresh_view()
+
+    def _on_attribute_saved(self, result: dict) -> None:
+        self.controller.library_changed()
+        self.library.refresh()
+        self.mixing.set_checked(result["name"], True)
+
+    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+        self.job_label.setText("Failed")
+        inline = kind in ("edit", "translate") and details.strip().splitlines()[-1:] and \
+            details.strip().splitlines()[-1].startswith("ValueError") and not oom
+        if not inline:  # mixing-weight ValueErrors are explained inline in the mixing panel instead
+            titles = {"open": "Cannot open image", "finetune": "Fine-tuning failed", "edit": "Edit failed",
+                      "translate": "Generation failed", "batch": "Batch failed", "import": "Import failed"}
+            self.report_error("Out of GPU memory" if oom else titles.get(kind, "Error"), message, details)
+
+    def _on_cancelled(self, kind: str) -> None:
+        self.job_label.setText("Cancelled")

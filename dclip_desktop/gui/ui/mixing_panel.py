@@ -1,0 +1,214 @@
+"""The attribute-mixing panel: the current base's library attributes with a checkbox and a weight,
+a time-dependent schedule editor (threshold t → weights), the degree of change γ, and Apply."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..models.document import DocumentModel, Result
+from ..models.library import LibraryModel
+from ..models.mixing import MixingModel
+from ..tasks import make_edit
+
+
+class MixingPanel(QWidget):
+    applied = Signal(int)  # index of the new result
+
+    def __init__(self, model: MixingModel, library: LibraryModel, doc: DocumentModel, controller,
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.model, self.library, self.doc, self.controller = model, library, doc, controller
+        self.base_id: Optional[str] = None
+        self.checks: dict[str, QCheckBox] = {}
+        self.weights: dict[str, QDoubleSpinBox] = {}
+
+        self.attr_box = QGroupBox("Attributes")
+        self.attr_grid = QGridLayout(self.attr_box)
+        self.empty_label = QLabel("No attributes for this base yet: fine-tune one in the prompt panel.")
+        self.empty_label.setWordWrap(True)
+        equal = QPushButton("Equalize weights")
+        equal.clicked.connect(model.equalize)
+
+        self.schedule_check = QCheckBox("Time-dependent schedule (t ≥ threshold → weights)")
+        self.schedule_check.toggled.connect(model.set_use_schedule)
+        self.table = QTableWidget(0, 1)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(90)
+        add = QPushButton("Add row")
+        add.clicked.connect(model.add_schedule_row)
+        rem = QPushButton("Remove row")
+        rem.clicked.connect(lambda: self.table.currentRow() >= 0 and model.remove_schedule_row(self.table.currentRow()))
+        reset = QPushButton("Reset")
+        reset.clicked.connect(model.reset_schedule)
+        self.schedule_box = QWidget()
+        sl = QVBoxLayout(self.schedule_box)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.table)
+        br = QHBoxLayout()
+        for b in (add, rem, reset):
+            br.addWidget(b)
+        br.addStretch(1)
+        sl.addLayout(br)
+
+        self.degree_slider = QSlider(Qt.Orientation.Horizontal)
+        self.degree_slider.setRange(0, 100)
+        self.degree_slider.setValue(int(round(model.degree * 100)))
+        self.degree_label = QLabel()
+        self.degree_slider.valueChanged.connect(lambda v: model.set_degree(v / 100))
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #d9534f;")
+        self.apply_button = QPushButton("Apply to image")
+        self.apply_button.clicked.connect(self.apply)
+
+        deg = QHBoxLayout()
+        deg.addWidget(QLabel("Degree of change γ"))
+        deg.addWidget(self.degree_slider, 1)
+        deg.addWidget(self.degree_label)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.attr_box)
+        lay.addWidget(equal, 0, Qt.AlignmentFlag.AlignLeft)
+        lay.addWidget(self.schedule_check)
+        lay.addWidget(self.schedule_box)
+        lay.addLayout(deg)
+        lay.addWidget(self.message)
+        lay.addWidget(self.apply_button)
+        lay.addStretch(1)
+
+        model.rows_changed.connect(self._rebuild_rows)
+        model.changed.connect(self._sync)
+        model.message_changed.connect(self._show_message)
+        library.changed.connect(self.reload)
+        doc.input_changed.connect(self._sync)
+        controller.busy_changed.connect(self._sync)
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        self.table.cellChanged.connect(self._on_cell)
+        self._rebuild_rows()
+        self._sync()
+
+    # --- library → rows ---------------------------------------------------------------------
+    def set_base(self, base_id: str) -> None:
+        self.base_id = base_id
+        self.reload()
+
+    def reload(self) -> None:
+        self.model.set_entries(self.library.for_base(self.base_id))
+
+    def _rebuild_rows(self) -> None:
+        while self.attr_grid.count():
+            w = self.attr_grid.takeAt(0).widget()
+            if w is not None and w is not self.empty_label:
+                w.deleteLater()
+        self.checks.clear()
+        self.weights.clear()
+        if not self.model.rows:
+            self.attr_grid.addWidget(self.empty_label, 0, 0, 1, 3)
+            self.empty_label.show()
+        else:
+            self.empty_label.hide()
+        for i, r in enumerate(self.model.rows):
+            cb = QCheckBox(r.name)
+            cb.setToolTip(f"{r.label}  (t0={r.t0})")
+            cb.setChecked(r.checked)
+            cb.toggled.connect(lambda on, n=r.name: self.model.set_checked(n, on))
+            sp = QDoubleSpinBox()
+            sp.setRange(-2.0, 2.0)
+            sp.setDecimals(3)
+            sp.setSingleStep(0.05)
+            sp.setValue(r.weight)
+            sp.valueChanged.connect(lambda v, n=r.name: self.model.set_weight(n, v))
+            hint = QLabel(r.label)
+            hint.setStyleSheet("color: #888;")
+            self.attr_grid.addWidget(cb, i, 0)
+            self.attr_grid.addWidget(hint, i, 1)
+            self.attr_grid.addWidget(sp, i, 2)
+            self.checks[r.name] = cb
+            self.weights[r.name] = sp
+        self._sync()
+
+    # --- model → widgets --------------------------------------------------------------------
+    def _sync(self, *_) -> None:
+        m = self.model
+        for r in m.rows:
+            cb, sp = self.checks.get(r.name), self.weights.get(r.name)
+            if cb is None:
+                continue
+            for w, setter, val in ((cb, cb.setChecked, r.checked), (sp, sp.setValue, r.weight)):
+                w.blockSignals(True)
+                setter(val)
+                w.blockSignals(False)
+            sp.setEnabled(r.checked and not m.use_schedule)
+        self.schedule_check.blockSignals(True)
+        self.schedule_check.setChecked(m.use_schedule)
+        self.schedule_check.blockSignals(False)
+        self.schedule_box.setVisible(m.use_schedule)
+        self._fill_table()
+        self.degree_label.setText(f"{m.degree:.2f}")
+        self.apply_button.setEnabled(not self.controller.busy and m.validate() is None and self.doc.input is not None)
+        self._show_message(m.message())
+
+    def _fill_table(self) -> None:
+        from PySide6.QtWidgets import QTableWidgetItem
+
+        names = [r.name for r in self.model.checked()]
+        self.table.blockSignals(True)
+        self.table.setColumnCount(1 + len(names))
+        self.table.setHorizontalHeaderLabels(["t ≥"] + names)
+        self.table.setRowCount(len(self.model.schedule))
+        for i, (th, ws) in enumerate(self.model.schedule):
+            self.table.setItem(i, 0, QTableWidgetItem(str(th)))
+            for j, w in enumerate(ws):
+                self.table.setItem(i, j + 1, QTableWidgetItem(f"{w:g}"))
+        self.table.blockSignals(False)
+
+    def _on_cell(self, row: int, col: int) -> None:
+        text = self.table.item(row, col).text().strip()
+        try:
+            self.model.set_schedule_cell(row, col, float(text))
+        except ValueError:
+            self.model.set_engine_message(f"'{text}' is not a number (row {row + 1}).")
+
+    def _show_message(self, text: str) -> None:
+        self.message.setText(text)
+
+    # --- apply ------------------------------------------------------------------------------
+    def apply(self) -> bool:
+        problem = self.model.validate()
+        if problem:
+            self._show_message(problem)
+            return False
+        if self.doc.input is None:
+            self._show_message("Open an image first.")
+            return False
+        edit = dict(self.model.edit_kwargs(), base_id=self.base_id)
+        return self.controller.submit("edit", make_edit(self.doc.input, edit))
+
+    def _on_finished(self, kind: str, result) -> None:
+        if kind == "edit":
+            idx = -1
+            for img, meta, label in zip(result.images, result.metadata, result.labels):
+                idx = self.doc.add_result(Result(img, label, meta, "edit"))
+            self.applied.emit(idx)
+
+    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+        if kind in ("edit", "translate") and "Unexpected error" not in message:
+            self.model.set_engine_message(message)  # the engine's ValueError/JobError, explained inline
+
+
+__all__ = ["MixingPanel"]

@@ -1,0 +1,339 @@
+"""The prompt panel: base picker, source/target text, presets carrying t0, the fine-tune settings,
+training images, and "Fine-tune" with progress + ETA, a live loss plot, a per-epoch preview and Cancel."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..models.bases import BaseInfo
+from ..models.finetune import FinetuneModel
+from ..tasks import make_finetune
+from .loss_plot import LossPlot
+
+LR_SCHEDULES = ("constant", "paper_ramp", "ref_x1.3")  # mirrors core.finetune (kept import-free here)
+MODES = (("efficient", "GPU-efficient (Alg. 2)"), ("full_chain", "Full chain (Alg. 1)"))
+
+
+def eta_text(seconds: float) -> str:
+    if seconds < 0:
+        return ""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"ETA {m}:{s:02d}" if m < 60 else f"ETA {m // 60}h{m % 60:02d}"
+
+
+class PromptPanel(QWidget):
+    base_changed = Signal(str)
+    attribute_saved = Signal(dict)  # {"id", "name", "base_id"}
+
+    def __init__(self, model: FinetuneModel, controller, bases: list[BaseInfo],
+                 parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.model, self.controller = model, controller
+        self.bases = {b.id: b for b in bases}
+        p = model.params
+
+        self.base_combo = QComboBox()
+        for b in bases:
+            self.base_combo.addItem(b.title, b.id)
+        self.preset_combo = QComboBox()
+        self.source_edit = QLineEdit(p.source)
+        self.source_edit.setPlaceholderText("e.g. red circle")
+        self.target_edit = QLineEdit(p.target)
+        self.target_edit.setPlaceholderText("e.g. blue circle")
+        self.t0_slider = QSlider(Qt.Orientation.Horizontal)
+        self.t0_slider.setRange(1, 999)
+        self.t0_spin = QSpinBox()
+        self.t0_spin.setRange(1, 999)
+        self.t0_slider.valueChanged.connect(self.t0_spin.setValue)
+        self.t0_spin.valueChanged.connect(self.t0_slider.setValue)
+        self.s_for = self._spin(1, 1000, p.s_for)
+        self.s_gen = self._spin(1, 1000, p.s_gen)
+        self.l1 = self._dspin(0, 100, p.lambda_l1, 0.05)
+        self.face = self._dspin(0, 100, p.lambda_face, 0.05)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(7)
+        self.lr.setRange(0, 1)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setSpecialValueText("auto")
+        self.lr.setToolTip("auto: 4e-6 for full weights (paper), 1e-3 for LoRA")
+        self.lr_schedule = QComboBox()
+        self.lr_schedule.addItems(LR_SCHEDULES)
+        self.epochs = self._spin(1, 100, p.epochs)
+        self.mode = QComboBox()
+        for key, label in MODES:
+            self.mode.addItem(label, key)
+        self.lora = QSpinBox()
+        self.lora.setRange(0, 256)
+        self.lora.setSpecialValueText("full weights")
+        self.lora.setValue(p.lora_rank or 0)
+        self.batch = self._spin(1, 256, p.batch_size)
+        self.seed = self._spin(0, 2**31 - 1, p.seed)
+
+        self.sample_radio = QRadioButton("Sample from the base")
+        self.folder_radio = QRadioButton("Folder")
+        grp = QButtonGroup(self)
+        grp.addButton(self.sample_radio)
+        grp.addButton(self.folder_radio)
+        self.sample_radio.setChecked(True)
+        self.sample_count = self._spin(1, 10000, p.sample_count)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("training photos…")
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._browse)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("attribute name, e.g. blue")
+
+        form = QFormLayout()
+        form.addRow("Base model", self.base_combo)
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Source text", self.source_edit)
+        form.addRow("Target text", self.target_edit)
+        t0_row = QHBoxLayout()
+        t0_row.addWidget(self.t0_slider, 1)
+        t0_row.addWidget(self.t0_spin)
+        form.addRow("t0", t0_row)
+        steps = QHBoxLayout()
+        steps.addWidget(QLabel("S_for"))
+        steps.addWidget(self.s_for)
+        steps.addWidget(QLabel("S_gen"))
+        steps.addWidget(self.s_gen)
+        form.addRow("Steps", steps)
+        lam = QHBoxLayout()
+        lam.addWidget(QLabel("λ_L1"))
+        lam.addWidget(self.l1)
+        lam.addWidget(QLabel("λ_face"))
+        lam.addWidget(self.face)
+        form.addRow("Losses", lam)
+        lr_row = QHBoxLayout()
+        lr_row.addWidget(self.lr)
+        lr_row.addWidget(self.lr_schedule)
+        form.addRow("Learning rate", lr_row)
+        ep = QHBoxLayout()
+        ep.addWidget(self.epochs)
+        ep.addWidget(QLabel("batch"))
+        ep.addWidget(self.batch)
+        ep.addWidget(QLabel("seed"))
+        ep.addWidget(self.seed)
+        form.addRow("Epochs", ep)
+        form.addRow("Mode", self.mode)
+        form.addRow("LoRA rank", self.lora)
+        imgs = QVBoxLayout()
+        r1 = QHBoxLayout()
+        r1.addWidget(self.sample_radio)
+        r1.addWidget(self.sample_count)
+        r1.addStretch(1)
+        r2 = QHBoxLayout()
+        r2.addWidget(self.folder_radio)
+        r2.addWidget(self.folder_edit, 1)
+        r2.addWidget(browse)
+        imgs.addLayout(r1)
+        imgs.addLayout(r2)
+        form.addRow("Training images", imgs)
+        form.addRow("Name", self.name_edit)
+
+        self.finetune_button = QPushButton("Fine-tune")
+        self.finetune_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(controller.cancel)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot(model)
+        self.epoch_label = QLabel()
+        self.epoch_label.setFixedSize(96, 96)
+        self.epoch_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.epoch_label.setStyleSheet("background: #1e1e22; color: #888;")
+        self.epoch_label.setText("epoch\npreview")
+
+        run = QHBoxLayout()
+        run.addWidget(self.finetune_button)
+        run.addWidget(self.cancel_button)
+        box = QGroupBox("Progress")
+        bl = QVBoxLayout(box)
+        bl.addWidget(self.progress)
+        bl.addWidget(self.status)
+        pr = QHBoxLayout()
+        pr.addWidget(self.plot, 1)
+        pr.addWidget(self.epoch_label)
+        bl.addLayout(pr)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(run)
+        lay.addWidget(box)
+        lay.addStretch(1)
+
+        self.base_combo.currentIndexChanged.connect(self._on_base)
+        self.preset_combo.activated.connect(self._on_preset)
+        controller.busy_changed.connect(self._on_busy)
+        controller.started.connect(self._on_started)
+        controller.progress.connect(self._on_progress)
+        controller.losses.connect(self._on_losses)
+        controller.epoch_preview.connect(self._on_epoch)
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        controller.cancelled.connect(self._on_cancelled)
+        self._running = False
+        self.set_base(p.base_id)
+        self.t0_spin.setValue(p.t0)
+
+    @staticmethod
+    def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(lo, hi)
+        s.setValue(value)
+        return s
+
+    @staticmethod
+    def _dspin(lo: float, hi: float, value: float, step: float) -> QDoubleSpinBox:
+        s = QDoubleSpinBox()
+        s.setRange(lo, hi)
+        s.setSingleStep(step)
+        s.setDecimals(3)
+        s.setValue(value)
+        return s
+
+    # --- base and presets -------------------------------------------------------------------
+    @property
+    def base_id(self) -> str:
+        return self.base_combo.currentData() or self.model.params.base_id
+
+    def set_base(self, base_id: str) -> None:
+        i = self.base_combo.findData(base_id)
+        if i >= 0:
+            self.base_combo.setCurrentIndex(i)
+            self._on_base(i)
+
+    def _on_base(self, index: int) -> None:
+        base = self.bases.get(self.base_combo.itemData(index))
+        self.preset_combo.clear()
+        self.preset_combo.addItem("(custom)", None)
+        if base is not None:
+            for pr in base.presets:
+                self.preset_combo.addItem(f"{pr.name}  (t0={pr.t0})", pr)
+            self.model.update(base_id=base.id)
+            self.base_changed.emit(base.id)
+
+    def _on_preset(self, index: int) -> None:
+        pr = self.preset_combo.itemData(index)
+        if pr is None:
+            return
+        self.source_edit.setText(pr.source)
+        self.target_edit.setText(pr.target)
+        self.t0_spin.setValue(int(pr.t0))
+        if not self.name_edit.text():
+            self.name_edit.setText(pr.name)
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Training images")
+        if d:
+            self.folder_edit.setText(d)
+            self.folder_radio.setChecked(True)
+
+    # --- run --------------------------------------------------------------------------------
+    def collect(self) -> None:
+        """Copy the widgets' values into the model."""
+        self.model.update(
+            base_id=self.base_id, source=self.source_edit.text(), target=self.target_edit.text(),
+            name=self.name_edit.text(), t0=self.t0_spin.value(), s_for=self.s_for.value(), s_gen=self.s_gen.value(),
+            lambda_l1=self.l1.value(), lambda_face=self.face.value(), lr=self.lr.value() or None,
+            lr_schedule=self.lr_schedule.currentText(), epochs=self.epochs.value(), mode=self.mode.currentData(),
+            lora_rank=self.lora.value() or None, batch_size=self.batch.value(), seed=self.seed.value(),
+            images_dir=self.folder_edit.text() if self.folder_radio.isChecked() else None,
+            sample_count=self.sample_count.value(),
+        )
+
+    def start(self) -> bool:
+        self.collect()
+        problem = self.model.params.validate()
+        if problem:
+            self._set_status(problem, error=True)
+            return False
+        self.model.reset_losses()
+        self.epoch_label.setText("epoch\npreview")
+        self._running = self.controller.submit("finetune", make_finetune(self.model.params))
+        if not self._running:
+            self._set_status("Another job is running; wait for it or cancel it.", error=True)
+        return self._running
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #d9534f;" if error else "")
+        self.status.setText(text)
+
+    def _on_busy(self, busy: bool) -> None:
+        self.finetune_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy and self.controller.kind == "finetune")
+
+    def _on_started(self, kind: str) -> None:
+        self._running = kind == "finetune"
+        self.cancel_button.setEnabled(self._running)
+        if self._running:
+            self.progress.setRange(0, 0)
+            self._set_status("Loading models…")
+
+    def _on_progress(self, phase: str, step: int, total: int, eta: float) -> None:
+        if not self._running:
+            return
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(step)
+        self.progress.setFormat(f"{phase} %v/%m")
+        self._set_status(f"{phase}: {step}/{total}  {eta_text(eta)}")
+
+    def _on_losses(self, step: int, total: int, row: dict) -> None:
+        if self._running:
+            self.model.add_loss(step, total, row)
+
+    def _on_epoch(self, epoch: int, image) -> None:
+        if self._running:
+            self.epoch_label.setPixmap(QPixmap.fromImage(image).scaled(
+                96, 96, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation))
+            self.epoch_label.setToolTip(f"held-out image after epoch {epoch}")
+
+    def _done(self) -> None:
+        self._running = False
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+
+    def _on_finished(self, kind: str, result) -> None:
+        if kind != "finetune":
+            return
+        self._done()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self._set_status(f"Saved '{result['name']}' to the library.")
+        self.attribute_saved.emit(result)
+
+    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+        if kind == "finetune":
+            self._done()
+            self._set_status(message, error=True)
+
+    def _on_cancelled(self, kind: str) -> None:
+        if kind == "finetune":
+            self._done()
+            self._set_status("Cancelled; nothing was saved.")

@@ -1,0 +1,75 @@
+"""Edit → Settings…: device, precision, library and latent-cache folders, offline mode, preview frequency."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.settings = settings
+        self.device = QComboBox()
+        self.device.setEditable(True)
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(settings.device)
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISIONS)
+        self.precision.setCurrentText(settings.precision)
+        self.library_dir = QLineEdit(settings.library_dir or "")
+        self.library_dir.setPlaceholderText("default (platform data folder)")
+        self.cache_dir = QLineEdit(settings.cache_dir or "")
+        self.cache_dir.setPlaceholderText("default (platform cache folder)")
+        self.offline = QCheckBox("Never touch the network (use only downloaded files)")
+        self.offline.setChecked(bool(settings.offline))
+        self.preview_every = QSpinBox()
+        self.preview_every.setRange(1, 100)
+        self.preview_every.setValue(int(settings.preview_every))
+        self.preview_every.setSuffix(" steps")
+        form = QFormLayout(self)
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.precision)
+        form.addRow("Library folder", self._with_browse(self.library_dir))
+        form.addRow("Latent cache folder", self._with_browse(self.cache_dir))
+        form.addRow("Offline", self.offline)
+        form.addRow("Live preview every", self.preview_every)
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        form.addRow(box)
+
+    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        b = QPushButton("…")
+        b.setFixedWidth(28)
+        b.clicked.connect(lambda: (d := QFileDialog.getExistingDirectory(self, "Folder")) and edit.setText(d))
+        row.addWidget(b)
+        return row
+
+    def result_settings(self):
+        """The edited copy of the settings (not yet saved)."""
+        return replace(
+            self.settings, device=self.device.currentText().strip() or "auto", precision=self.precision.currentText(),
+            library_dir=self.library_dir.text().strip() or None, cache_dir=self.cache_dir.text().strip() or None,
+            offline=self.offline.isChecked(), preview_every=self.preview_every.value(),
+        )
