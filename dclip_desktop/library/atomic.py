@@ -1,0 +1,98 @@
+"""Crash-safe file writes and the library's inter-process lock.
+
+A reader never sees a half-written file: data goes to a temp file in the same directory, is
+fsynced, renamed over the target with os.replace, and the directory is fsynced so the rename
+itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from filelock import FileLock, Timeout
+
+from .errors import LibraryError
+
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a directory's entries (renames, new files). A no-op where directories can't be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows: directories cannot be opened; NTFS journals the rename itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write `data` to `path` in place (for files inside a not-yet-published temp directory)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Replace `path` with `data` atomically: temp file beside it, fsync, os.replace, fsync dir."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+class LibraryLock:
+    """An inter-process lock on a file (GUI and CLI may mutate the same library at once).
+
+    Re-entrant within a process. A lock held by a process that died is released by the OS."""
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._lock: Optional[FileLock] = None
+
+    def __enter__(self) -> LibraryLock:
+        if self._lock is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.path), timeout=self.timeout)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise LibraryError(
+                f"the library at {self.path.parent} is busy (another dclip window or command holds "
+                f"{self.path.name} for more than {self.timeout:.0f} s); try again"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._lock is not None
+        self._lock.release()

@@ -1,0 +1,199 @@
+"""The latent cache: DDIM-inverted latents x_t0, recycled across attributes (paper §3.1).
+
+A latent depends on the base weights, the image, t0, S_for and the precision the UNet ran in, so
+all five are the key; a changed base file (new sha256) simply misses. Each latent is one small
+safetensors file under <root>/<2 hex>/<sha256 of the key>.safetensors. The cache holds at most
+`cap_bytes`; the least recently used files go first (a hit refreshes the file's mtime). A corrupt
+or half-written file is a miss and is deleted: the cache never breaks a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .atomic import TMP_PREFIX, atomic_write_bytes
+from .paths import latent_cache_dir
+
+KEY_VERSION = "1"
+SUFFIX = ".safetensors"
+DEFAULT_CAP = 2 * 1024**3
+_STALE_TEMP_S = 3600
+
+
+@dataclass(frozen=True)
+class LatentKey:
+    base_sha256: str
+    image_sha256: str
+    t0: int
+    s_for: int
+    precision: str
+
+    def fields(self) -> dict[str, str]:
+        return {"key_version": KEY_VERSION, "base_sha256": str(self.base_sha256),
+                "image_sha256": str(self.image_sha256), "t0": str(int(self.t0)), "s_for": str(int(self.s_for)),
+                "precision": str(self.precision)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    puts: int = 0
+    evictions: int = 0
+    corrupt: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+class LatentCache:
+    def __init__(self, root: Optional[Path] = None, cap_bytes: int = DEFAULT_CAP) -> None:
+        self.root = latent_cache_dir(root)
+        self.cap_bytes = int(cap_bytes)
+        self.stats = CacheStats()
+        self._size: Optional[int] = None  # running estimate; rescanned before evicting
+        self._clock = 0
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LatentCache({str(self.root)!r}, cap_bytes={self.cap_bytes})"
+
+    def path_for(self, key: LatentKey) -> Path:
+        d = key.digest()
+        return self.root / d[:2] / (d + SUFFIX)
+
+    def _touch(self, path: Path) -> None:
+        self._clock = max(time.time_ns(), self._clock + 1)
+        try:
+            os.utime(path, ns=(self._clock, self._clock))
+        except OSError:
+            pass
+
+    def _discard(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+    def get(self, key: LatentKey) -> Optional[torch.Tensor]:
+        path = self.path_for(key)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            with self._mutex:
+                self.stats.misses += 1
+            return None
+        try:
+            (n,) = struct.unpack("<Q", data[:8])
+            meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+            if meta != key.fields():
+                raise ValueError("key mismatch")
+            tensor = st_load(data)["latent"]
+        except Exception:  # truncated, garbage, or not ours: a miss, and drop the file
+            with self._mutex:
+                self.stats.corrupt += 1
+                self.stats.misses += 1
+            self._discard(path)
+            return None
+        with self._mutex:
+            self.stats.hits += 1
+            self._touch(path)
+        return tensor
+
+    def put(self, key: LatentKey, tensor: torch.Tensor) -> None:
+        self._put(key, tensor)
+        self._maybe_evict()
+
+    def _put(self, key: LatentKey, tensor: torch.Tensor) -> None:
+        data = st_save({"latent": tensor.detach().cpu().contiguous()}, metadata=key.fields())
+        path = self.path_for(key)
+        try:
+            old = path.stat().st_size
+        except OSError:
+            old = 0
+        # No fsync: a cache file lost or torn by a power cut is just a miss next time.
+        atomic_write_bytes(path, data, fsync=False)
+        with self._mutex:
+            self._touch(path)
+            self.stats.puts += 1
+            if self._size is not None:
+                self._size += len(data) - old
+
+    def get_many(self, keys: Sequence[LatentKey]) -> list[Optional[torch.Tensor]]:
+        return [self.get(k) for k in keys]
+
+    def put_many(self, keys: Sequence[LatentKey], tensors: Sequence[torch.Tensor]) -> None:
+        if len(keys) != len(tensors):
+            raise ValueError(f"{len(keys)} keys but {len(tensors)} tensors")
+        for key, tensor in zip(keys, tensors):
+            self._put(key, tensor)
+        self._maybe_evict()
+
+    def _files(self) -> list[tuple[int, int, Path]]:
+        """(mtime_ns, size, path) of every cache file; stale temp files are removed on the way."""
+        out = []
+        now = time.time()
+        if not self.root.is_dir():
+            return out
+        for sub in self.root.iterdir():
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                if p.name.startswith(TMP_PREFIX):
+                    if now - st.st_mtime > _STALE_TEMP_S:
+                        self._discard(p)
+                elif p.name.endswith(SUFFIX):
+                    out.append((st.st_mtime_ns, st.st_size, p))
+        return out
+
+    def size_bytes(self) -> int:
+        return sum(size for _, size, _ in self._files())
+
+    def _maybe_evict(self) -> None:
+        with self._mutex:
+            if self._size is None or self._size > self.cap_bytes:
+                self._evict_locked(self.cap_bytes)
+
+    def evict(self, target_bytes: Optional[int] = None) -> int:
+        """Delete least recently used files until the cache holds ≤ target (default: the cap)."""
+        with self._mutex:
+            return self._evict_locked(self.cap_bytes if target_bytes is None else target_bytes)
+
+    def _evict_locked(self, target: int) -> int:
+        files = sorted(self._files())
+        total = sum(size for _, size, _ in files)
+        removed = 0
+        for _, size, path in files:
+            if total <= target:
+                break
+            self._discard(path)
+            total -= size
+            removed += 1
+        self.stats.evictions += removed
+        self._size = total
+        return removed
+
+    def clear(self) -> int:
+        return self.evict(0)
