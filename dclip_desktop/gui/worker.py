@@ -223,7 +223,7 @@ class JobController(QObject):
     _submit = Signal(int, object, object, int)
     _settings = Signal(object)
 
-    def __init__(self, settings=None, parent: Optional[QObject] = None) -> None:
+    def __init__(self, settings=None, parent: Optional[QObject] = None, session=None) -> None:
         super().__init__(parent)
         self.preview_every = 0  # 0: the session settings' value
         self.info: dict = {}
@@ -232,6 +232,7 @@ class JobController(QObject):
         self._thread = QThread()
         self._thread.setObjectName("dclip-worker")
         self._worker = Worker(settings)
+        self._worker.session = session  # normally None: the worker builds it on its own thread
         self._worker.moveToThread(self._thread)
         self._submit.connect(self._worker.run)
         self._settings.connect(self._worker.set_settings)

@@ -74,7 +74,7 @@ class MainWindow(QMainWindow):
         self.prompt = PromptPanel(self.finetune, controller, bases)
         self.mixing_panel = MixingPanel(self.mixing, self.library, self.doc, controller)
         self.prompt_dock = self._dock("Fine-tune", "prompt_dock", self.prompt, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.mixing_dock = self._dock("Mix & apply", "mixing_dock", self.mixing_panel,
+        self.mixing_dock = self._dock("Mix && apply", "mixing_dock", self.mixing_panel,
                                       Qt.DockWidgetArea.LeftDockWidgetArea)
 
         self._build_actions()

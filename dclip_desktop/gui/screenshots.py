@@ -1,0 +1,137 @@
+"""Open the real window and save PNGs of the main views: `python -m dclip_desktop.gui.screenshots OUT_DIR`.
+
+Run under a real X server (e.g. `xvfb-run -s "-screen 0 1600x1000x24"`). When the demo weights are
+installed it runs a tiny fine-tune and an edit, so the compare view shows a real result."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QPointF, QTimer
+from PySide6.QtGui import QColor
+
+
+def _wait(app, signal=None, timeout_s: float = 300.0, pred=None) -> bool:
+    """Spin the event loop until `signal` fires (and `pred(*args)` holds) or the timeout."""
+    done = {"ok": False}
+    loop = QEventLoop()
+
+    def hit(*args):
+        if pred is None or pred(*args):
+            done["ok"] = True
+            loop.quit()
+
+    if signal is not None:
+        signal.connect(hit)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    if signal is not None:
+        signal.disconnect(hit)
+    return done["ok"]
+
+
+def _settle(app, ms: int = 300) -> None:
+    end = time.monotonic() + ms / 1000
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _scene(path: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    from ..demo.world import render, sample_spec
+
+    img, _ = render(sample_spec(1_000_003, shape="circle", color="red", background="white"))
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path)
+    return path
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Path(argv[0] if argv else "resources/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    from .app import create_window, ensure_app
+
+    app = ensure_app([sys.argv[0]])
+    app.setStyle("Fusion")
+    w = create_window()
+    w.resize(1500, 920)
+    w.show()
+    c = w.controller
+    if c.busy:
+        _wait(app, c.busy_changed, 120, lambda busy: not busy)
+    _settle(app)
+    tmp = Path(tempfile.mkdtemp(prefix="dclip-shots-"))
+    w.open_image(str(_scene(tmp / "red-circle.png")))
+    _wait(app, c.busy_changed, 120, lambda busy: not busy)
+    if w.last_error_box is not None:
+        w.last_error_box.close()
+    p = w.prompt
+    if not w.mixing.rows and w.doc.input is not None:
+        p.source_edit.setText("red circle")
+        p.target_edit.setText("blue circle")
+        p.name_edit.setText("blue")
+        p.t0_spin.setValue(400)
+        p.s_for.setValue(20)
+        p.s_gen.setValue(6)
+        p.sample_count.setValue(8)
+        p.lora.setValue(4)
+        if p.start():
+            _wait(app, c.busy_changed, 600, lambda busy: not busy)
+    if w.mixing.rows and w.doc.input is not None:
+        w.mixing.set_checked(w.mixing.rows[0].name, True)
+        if w.mixing_panel.apply():
+            _wait(app, c.busy_changed, 300, lambda busy: not busy)
+    if w.last_error_box is not None:
+        w.last_error_box.close()
+    w.view.set_mode("slider")
+    w.view.set_split(0.5)
+    _settle(app)
+    w.grab().save(str(out / "main-compare.png"))
+    w.view.set_mode("side")
+    _settle(app)
+    w.grab().save(str(out / "main-side-by-side.png"))
+
+    w.tabs.setCurrentWidget(w.paint_panel)
+    pm = w.paint
+    pm.new_blank(w.base.resolution)
+    pm.set_color(QColor(220, 30, 30))
+    pm.set_brush_size(max(2, w.base.resolution // 4))
+    pm.begin_stroke()
+    s = w.base.resolution
+    pm.stroke(QPointF(s * 0.3, s * 0.5), QPointF(s * 0.7, s * 0.45))
+    if w.mixing.validate() is None:
+        w.paint_panel.seeds_spin.setValue(4)
+        w.paint_panel.rounds_spin.setValue(2)
+        if w.paint_panel.generate():
+            _wait(app, c.busy_changed, 300, lambda busy: not busy)
+    w.tabs.setCurrentWidget(w.paint_panel)
+    _settle(app)
+    w.grab().save(str(out / "painting.png"))
+    w.tabs.setCurrentIndex(0)
+    w.mixing_dock.raise_()
+    _settle(app)
+    w.mixing_dock.grab().save(str(out / "mixing.png"))
+    lib = w.open_library()
+    _settle(app)
+    lib.grab().save(str(out / "library.png"))
+    lib.close()
+    batch = w.open_batch()
+    batch.input_edit.setText(str(tmp))
+    batch.output_edit.setText(str(tmp / "out"))
+    _settle(app)
+    batch.grab().save(str(out / "batch.png"))
+    batch.close()
+    w.close()
+    c.shutdown()
+    print("\n".join(str(p) for p in sorted(out.glob("*.png"))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""End-to-end GUI flows on the demo base with real jobs (no engine mocks), offscreen.
+
+Every wait is on the controller's GUI-thread signals. Step counts are tiny so the file stays fast on
+2 CPU cores; error dialogs are opened non-modally by MainWindow.report_error and closed here."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QPointF
+from PySide6.QtGui import QColor
+
+from tests.gui_helpers import close_boxes, needs_engine
+
+pytestmark = needs_engine
+LONG = 120_000
+
+
+@pytest.fixture
+def window(qtbot):
+    from dclip_desktop.gui.app import create_window, ensure_app
+
+    ensure_app()
+    w = create_window()
+    qtbot.addWidget(w)
+    w.controller.preview_every = 1
+    with qtbot.waitSignal(w.controller.busy_changed, timeout=LONG, check_params_cb=lambda busy: not busy):
+        pass
+    yield w
+    close_boxes(w)
+    w.controller.shutdown()
+
+
+def _red_circle(path: Path) -> Path:
+    from dclip_desktop.demo.world import render, sample_spec
+
+    spec = sample_spec(1_000_003, shape="circle", color="red", background="white")
+    img, _ = render(spec)
+    Image.fromarray(np.asarray(img, dtype=np.uint8)).save(path)
+    return path
+
+
+def _finetune(qtbot, w, name="blue", source="red circle", target="blue circle"):
+    p = w.prompt
+    p.source_edit.setText(source)
+    p.target_edit.setText(target)
+    p.name_edit.setText(name)
+    p.t0_spin.setValue(300)
+    p.s_for.setValue(10)
+    p.s_gen.setValue(3)
+    p.epochs.setValue(1)
+    p.lora.setValue(4)
+    p.sample_count.setValue(3)
+    p.batch.setValue(4)
+    with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "finetune"):
+        assert p.start()
+    with qtbot.waitSignal(w.library.changed, timeout=5000, raising=False):
+        pass
+    return name
+
+
+def _open(qtbot, w, path):
+    with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "open"):
+        assert w.open_image(str(path))
+
+
+def _apply(qtbot, w):
+    with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "edit"):
+        assert w.mixing_panel.apply(), w.mixing_panel.message.text()
+
+
+def _mean_rgb(img):
+    from dclip_desktop.gui.imaging import qimage_to_array
+
+    return qimage_to_array(img).reshape(-1, 3).astype(float).mean(0)
+
+
+def test_open_finetune_apply_save(qtbot, window, tmp_path):
+    w = window
+    _open(qtbot, w, _red_circle(tmp_path / "red.png"))
+    assert w.doc.input is not None and w.doc.input.width() == w.base.resolution
+    losses = []
+    w.controller.losses.connect(lambda s, t, row: losses.append(row))
+    _finetune(qtbot, w)
+    assert losses and w.finetune.losses, "the live loss plot got no rows"
+    assert "blue" in w.mixing.names() and w.mixing.row("blue").checked
+    _apply(qtbot, w)
+    res = w.doc.current
+    assert res is not None and res.kind == "edit"
+    before, after = _mean_rgb(w.doc.input), _mean_rgb(res.image)
+    assert np.abs(before - after).max() > 0.5, "the edit changed nothing"
+    out = w.save_result(str(tmp_path / "out.png"))
+    from dclip_desktop.jobs.images import read_metadata
+
+    assert read_metadata(out)["attributes"][0]["name"] == "blue"
+    w.doc.use_result_as_input()
+    w.undo()
+    assert w.doc.can_redo()
+
+
+def test_cancel_finetune_leaves_no_entry(qtbot, window):
+    w = window
+    p = w.prompt
+    p.source_edit.setText("red circle")
+    p.target_edit.setText("blue circle")
+    p.name_edit.setText("never")
+    p.s_for.setValue(40)
+    p.sample_count.setValue(64)
+    with qtbot.waitSignal(w.controller.progress, timeout=LONG):
+        assert p.start()
+    with qtbot.waitSignal(w.controller.cancelled, timeout=LONG):
+        p.cancel_button.click()
+    assert not w.controller.busy and p.finetune_button.isEnabled()
+    w.library.refresh()
+    assert all(e.name != "never" for e in w.library.entries)
+    assert "Cancelled" in p.status.text()
+
+
+def test_paint_generate_mix_and_library_ops(qtbot, window, tmp_path):
+    w = window
+    _finetune(qtbot, w, "blue")
+    _finetune(qtbot, w, "green", target="green circle")
+    # mix two attributes on an image
+    _open(qtbot, w, _red_circle(tmp_path / "red.png"))
+    w.mixing.set_checked("blue", True)
+    w.mixing.set_checked("green", True)
+    assert w.mixing.edit_kwargs()["attributes"] == [("blue", 0.5), ("green", 0.5)]
+    _apply(qtbot, w)
+    assert "blue:0.5 + green:0.5" in w.doc.current.label
+    # inline validation
+    w.mixing.set_weight("green", 0.9)
+    assert "sum to 1" in w.mixing_panel.message.text() and not w.mixing_panel.apply_button.isEnabled()
+    w.mixing.equalize()
+    # paint strokes → candidates
+    w.tabs.setCurrentWidget(w.paint_panel)
+    pm = w.paint
+    pm.new_blank(w.base.resolution)
+    pm.set_color(QColor(220, 30, 30))
+    pm.set_brush_size(10)
+    pm.begin_stroke()
+    pm.stroke(QPointF(10, 16), QPointF(22, 16))
+    w.paint_panel.seeds_spin.setValue(2)
+    w.paint_panel.rounds_spin.setValue(1)
+    w.mixing.set_checked("green", False)
+    with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "translate"):
+        assert w.paint_panel.generate()
+    assert w.paint_panel.candidates.count() == 2
+    # library rename / delete / import show up in the mixing panel
+    dlg = w.open_library()
+    dlg.select("blue")
+    with qtbot.waitSignal(w.library.changed, timeout=5000):
+        dlg._rename("azure")
+    assert "azure" in w.mixing.names() and "blue" not in w.mixing.names()
+    bundle = tmp_path / "azure.dclip"
+    dlg.select("azure")
+    dlg._export(str(bundle))
+    assert bundle.is_file()
+    with qtbot.waitSignal(w.library.changed, timeout=5000):
+        dlg._delete()
+    assert "azure" not in w.mixing.names()
+    with qtbot.waitSignal(w.library.changed, timeout=5000):
+        dlg._import(str(bundle))
+    assert "azure" in w.mixing.names()
+    dlg.close()
+
+
+def test_job_error_shows_dialog_and_app_goes_on(qtbot, window, tmp_path):
+    w = window
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with qtbot.waitSignal(w.error_reported, timeout=LONG) as blocker:
+        w.open_image(str(bad))
+    assert "broken.png" in blocker.args[1]
+    assert w.last_error_box is not None and w.last_error_box.isVisible()
+    close_boxes(w)
+    assert not w.controller.busy
+    _open(qtbot, w, _red_circle(tmp_path / "ok.png"))  # still usable
+    assert w.doc.path.endswith("ok.png")

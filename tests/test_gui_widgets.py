@@ -1,0 +1,147 @@
+"""Widgets and the worker plumbing (offscreen). Engine flows are in test_gui_flows.py."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtGui import QColor, QImage
+
+from dclip_desktop.gui.models.document import DocumentModel, Result
+from dclip_desktop.gui.models.finetune import FinetuneModel
+from dclip_desktop.gui.models.paint import PaintModel
+from dclip_desktop.gui.ui.canvas import HistoryStrip, ImageView
+from dclip_desktop.gui.ui.loss_plot import LossPlot
+from dclip_desktop.gui.ui.paint import PaintCanvas
+from dclip_desktop.gui.worker import JobController
+
+
+def _controller(qtbot):
+    session = SimpleNamespace(settings=SimpleNamespace(preview_every=1), forget_attributes=lambda: None)
+    c = JobController(session=session)
+    yield_ = c
+    return yield_
+
+
+def test_worker_runs_off_the_gui_thread_and_cancels(qtbot):
+    c = _controller(qtbot)
+    try:
+        seen = {}
+
+        def job(session, ctx):
+            seen["thread"] = threading.current_thread()
+            for i in range(1000):
+                ctx.cancel.check()
+                ctx.progress("work", i + 1, 1000)
+                time.sleep(0.005)
+            return "done"
+
+        with qtbot.waitSignal(c.progress, timeout=5000):
+            assert c.submit("test", job)
+        assert not c.submit("test", job)  # one job at a time
+        with qtbot.waitSignal(c.cancelled, timeout=5000) as blocker:
+            c.cancel()
+        assert blocker.args == ["test"]
+        assert seen["thread"] is not threading.main_thread()
+        assert not c.busy
+
+        def boom(session, ctx):
+            raise ValueError("weights must sum to 1")
+
+        with qtbot.waitSignal(c.failed, timeout=5000) as blocker:
+            c.submit("edit", boom)
+        assert blocker.args[1] == "Weights must sum to 1"
+        with qtbot.waitSignal(c.finished, timeout=5000) as blocker:
+            c.submit("ok", lambda s, ctx: 42)
+        assert blocker.args == ["ok", 42]
+    finally:
+        c.shutdown()
+
+
+def test_previews_are_throttled_qimages(qtbot):
+    import torch
+
+    c = _controller(qtbot)
+    try:
+        got = []
+        c.preview.connect(got.append)
+
+        def job(session, ctx):
+            for i in range(200):
+                ctx.progress("generating", i + 1, 200, torch.zeros(2, 3, 8, 8))
+            return None
+
+        with qtbot.waitSignal(c.finished, timeout=5000):
+            c.submit("edit", job)
+        assert 1 <= len(got) <= 10  # ≤ 10/s, and the last step always comes through
+        assert isinstance(got[-1], QImage) and got[-1].width() == 16
+    finally:
+        c.shutdown()
+
+
+def test_paint_canvas_mouse_strokes(qtbot):
+    model = PaintModel(32)
+    model.set_color(QColor(30, 60, 220))
+    canvas = PaintCanvas(model)
+    qtbot.addWidget(canvas)
+    canvas.resize(320, 320)
+    canvas.show()
+    r = canvas.image_rect()
+    start = QPoint(int(r.left() + r.width() * 0.2), int(r.center().y()))
+    end = QPoint(int(r.left() + r.width() * 0.8), int(r.center().y()))
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(canvas, end)
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=end)
+    assert model.image.pixelColor(16, 16) == QColor(30, 60, 220)
+    assert model.can_undo()
+
+
+def test_canvas_compare_modes_and_history(qtbot):
+    doc = DocumentModel()
+    a = QImage(32, 32, QImage.Format.Format_RGB888)
+    a.fill(QColor("red"))
+    b = QImage(32, 32, QImage.Format.Format_RGB888)
+    b.fill(QColor("blue"))
+    doc.set_input(a)
+    doc.add_result(Result(b, "blue"))
+    view, strip = ImageView(), HistoryStrip(doc)
+    qtbot.addWidget(view)
+    qtbot.addWidget(strip)
+    view.resize(400, 300)
+    view.set_images(a, b)
+    for mode in ("slider", "side", "before", "after"):
+        view.set_mode(mode)
+        grab = view.grab().toImage()
+        assert not grab.isNull()
+    view.set_mode("slider")
+    view.set_split(0.5)
+    img = view.grab().toImage()
+    r = view.image_rect()
+    left = img.pixelColor(int(r.left() + 5), int(r.center().y() + 20))
+    right = img.pixelColor(int(r.right() - 5), int(r.center().y() + 20))
+    assert left.red() > 200 and right.blue() > 200
+    view.zoom_by(2.0)
+    assert view.zoom is not None
+    view.fit()
+    assert view.zoom is None
+    assert strip.count() == 1
+
+
+def test_loss_plot_draws(qtbot):
+    m = FinetuneModel()
+    plot = LossPlot(m)
+    qtbot.addWidget(plot)
+    plot.resize(300, 120)
+    for i in range(1, 6):
+        m.add_loss(i, 10, {"total": 1.0 / i, "clip": 0.5})
+    assert m.losses[-1] == (5, 0.2)
+    assert not plot.grab().toImage().isNull()
+
+
+def test_qsettings_isolated_per_test(qapp):
+    from dclip_desktop.gui.app import gui_settings
+    from dclip_desktop.jobs.settings import config_dir
+
+    s = gui_settings()
+    assert s.fileName().startswith(str(config_dir()))
+    assert s.format() == QSettings.Format.IniFormat
