@@ -10,8 +10,9 @@ Seeds below 1_000_000 are for training; seeds ≥ HELDOUT_SEED_START are held ou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import torch

@@ -93,9 +93,10 @@ def train_unet(args) -> None:
     gen = torch.Generator(device=dev).manual_seed(1)
     ema_params, model_params = list(ema.parameters()), list(model.parameters())
     t_start, losses, step = time.time(), [], 0
+    last_save = t_start
     use_amp = dev.type == "cuda"
     for step in range(1, args.steps + 1):
-        lr = args.lr * min(1.0, step / 500)
+        lr = args.lr * min(1.0, step / 200)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(data), (args.batch,), device=dev, generator=gen)
@@ -115,20 +116,27 @@ def train_unet(args) -> None:
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, model_params, 1 - decay)
-        losses.append(loss.item() if step % 50 == 0 else float("nan"))
-        if step % 500 == 0:
+        losses.append(loss.item() if step % 10 == 0 else float("nan"))
+        if time.time() - last_save > args.save_every:
+            save_unet(ema, args, step, t_start, dev)
+            last_save = time.time()
+        if step % 100 == 0:
             recent = [v for v in losses[-500:] if v == v]
             print(f"unet step {step} loss {np.mean(recent):.4f} {time.time() - t_start:.0f}s", flush=True)
         if time.time() - t_start > args.max_seconds:
             print(f"unet: time cap reached at step {step}", flush=True)
             break
+    print("unet done", save_unet(ema, args, step, t_start, dev), flush=True)
+
+
+def save_unet(ema, args, step, t_start, dev) -> dict:
     out = Path(args.out) / "unet"
-    ema.to("cpu").save_pretrained(str(out), safe_serialization=True)
+    copy.deepcopy(ema).to("cpu").save_pretrained(str(out), safe_serialization=True)
     info = dict(steps=step, batch=args.batch, lr=args.lr, ema=args.ema, pool=args.pool,
                 seconds=round(time.time() - t_start, 1), device=str(torch.cuda.get_device_name(0)
                                                                     if dev.type == "cuda" else "cpu"))
     (Path(args.out) / "unet_train.json").write_text(json.dumps(info, indent=2))
-    print("unet done", info, flush=True)
+    return info
 
 
 # ---------------------------------------------------------------- CLIP
@@ -221,6 +229,7 @@ def train_clip(args) -> None:
     rng = random.Random(3)
     use_amp = dev.type == "cuda"
     t_start, step = time.time(), 0
+    last_save = t_start
     for step in range(1, args.steps + 1):
         lr = args.lr * min(1.0, step / 300) * (0.5 * (1 + math.cos(math.pi * min(step / args.steps, 1.0))))
         for g in opt.param_groups:
@@ -242,21 +251,31 @@ def train_clip(args) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 200 == 0:
+        if time.time() - last_save > args.save_every:
+            save_clip(model, args, step, t_start)
+            last_save = time.time()
+        if step % 50 == 0:
             print(f"clip step {step} loss {loss.item():.4f} scale {model.logit_scale.exp().item():.1f} "
                   f"{time.time() - t_start:.0f}s", flush=True)
         if time.time() - t_start > args.max_seconds:
             print(f"clip: time cap reached at step {step}", flush=True)
             break
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(Path(args.out) / "clip.safetensors"))
-    info = dict(steps=step, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
-    (Path(args.out) / "clip_train.json").write_text(json.dumps(info, indent=2))
+    info = save_clip(model, args, step, t_start)
     model.eval()
     print("clip alignment", json.dumps(clip_alignment(model, tokenizer, dev)), flush=True)
     print("clip done", info, flush=True)
+
+
+def save_clip(model, args, step, t_start) -> dict:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = Path(args.out) / "clip.safetensors.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, Path(args.out) / "clip.safetensors")
+    info = dict(steps=step, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
+    (Path(args.out) / "clip_train.json").write_text(json.dumps(info, indent=2))
+    return info
 
 
 # ---------------------------------------------------------------- checks
@@ -312,7 +331,6 @@ def check(args) -> None:
     from dclip_desktop.core.ddim import ddim_generate, ddim_invert
     from dclip_desktop.demo.tiny_clip import load_demo_clip, load_demo_unet
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     unet = load_demo_unet()
 
     def denoiser(x, t):
@@ -374,7 +392,11 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=1e9)
     p.add_argument("--grid", default="/tmp/demo_samples.png")
     p.add_argument("--n-recon", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--save-every", type=float, default=600.0, help="seconds between checkpoint saves")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.lr is None:
         args.lr = 3e-4 if args.what == "unet" else 5e-4
     Path(args.out).mkdir(parents=True, exist_ok=True)
