@@ -1,0 +1,85 @@
+"""Models the bench runs: the chosen architecture from its config (random weights are fine: speed
+does not depend on values), plus the matching CLIP. The demo config uses the trained demo weights
+when they are present, so its reconstruction numbers mean something."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# The shared config of google/ddpm-ema-{celebahq,church,bedroom}-256 (113.67 M parameters).
+DDPM256_UNET = dict(
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
+    block_out_channels=(128, 128, 256, 256, 512, 512),
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    downsample_padding=0,
+    freq_shift=1,
+    flip_sin_to_cos=False,
+    norm_eps=1e-6,
+)
+
+# The demo world's tiny DDPM at 32² (used only when its trained weights are not there yet).
+DEMO_UNET = dict(
+    sample_size=32,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=1,
+    block_out_channels=(32, 48, 64),
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+    attention_head_dim=32,
+)
+
+CONFIGS = ("demo", "ddpm256")
+
+
+def build_unet(config: str, device: torch.device) -> tuple[nn.Module, str]:
+    """The UNet of `config` in eval mode, frozen, float32; and where its weights came from."""
+    from diffusers.models.unets.unet_2d import UNet2DModel
+
+    if config == "demo":
+        try:
+            from ..demo.tiny_clip import load_demo_unet
+
+            return load_demo_unet(device), "demo weights (trained)"
+        except (ImportError, FileNotFoundError, OSError):
+            pass
+        kwargs, origin = DEMO_UNET, "demo config, random weights"
+    elif config == "ddpm256":
+        kwargs, origin = DDPM256_UNET, "DDPM-256 config, random weights"
+    else:
+        raise ValueError(f"unknown bench config {config!r}; choose from {', '.join(CONFIGS)}")
+    torch.manual_seed(0)
+    model = UNet2DModel(**kwargs)
+    return model.to(device).eval().requires_grad_(False), origin
+
+
+def build_clip(config: str, device: torch.device) -> tuple[nn.Module, object, str]:
+    """(CLIP, tokenizer, origin). ddpm256 pairs with ViT-B/16 (QuickGELU), as in the paper."""
+    import open_clip
+
+    if config == "demo":
+        from ..demo import tiny_clip
+
+        try:
+            model, tok = tiny_clip.load_demo_clip(device)
+            return model, tok, "demo CLIP (trained)"
+        except (FileNotFoundError, OSError):
+            torch.manual_seed(0)
+            model, tok = tiny_clip.build_demo_clip(device)
+            return model.eval().requires_grad_(False), tok, "demo CLIP config, random weights"
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None, device=device)
+    return model.eval().requires_grad_(False), open_clip.get_tokenizer("ViT-B-16-quickgelu"), "ViT-B-16-quickgelu, random"
+
+
+def test_images(n: int, size: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [−1, 1] (low-res noise, bilinearly upsampled)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 8, 8, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False).to(device)
