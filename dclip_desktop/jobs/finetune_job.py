@@ -26,6 +26,7 @@ class FinetuneRequest:
     name: str
     config: FinetuneConfig = field(default_factory=FinetuneConfig)
     images: Optional[list[Path]] = None  # training photos; None → sample from the base
+    tensors: Optional[torch.Tensor] = None  # or images already in memory [N,3,S,S] in [-1, 1]
     sample_count: int = 24
     fit: str = "center-crop"
     precompute_batch: int = 32
@@ -39,7 +40,9 @@ class FinetuneRequest:
             raise JobError("give the attribute a name")
         if self.images is not None and not self.images:
             raise JobError("the training folder holds no images")
-        if self.images is None and self.sample_count < 1:
+        if self.tensors is not None and len(self.tensors) == 0:
+            raise JobError("no training images given")
+        if self.images is None and self.tensors is None and self.sample_count < 1:
             raise JobError("sample at least one training image from the base")
         self.config.validate()
 
@@ -48,8 +51,9 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
     """[N+1,3,S,S]: the training images plus one held out for the per-epoch preview."""
     spec = session.spec(req.base_id)
     size = int(spec.resolution)
-    if req.images is not None:
-        x = load_images(req.images, size, req.fit).to(session.device)
+    if req.images is not None or req.tensors is not None:
+        x = req.tensors if req.tensors is not None else load_images(req.images, size, req.fit)
+        x = x.to(session.device)
         # With one photo, train on it and preview it too: nothing else to hold out.
         return x if len(x) > 1 else torch.cat([x, x])
     return sample_from_base(
@@ -122,7 +126,7 @@ def run_finetune(
         "lora_rank": cfg.lora_rank,
         "seed": cfg.seed,
         "train_images": len(x0),
-        "train_source": "photos" if req.images is not None else "sampled",
+        "train_source": "sampled" if req.images is None and req.tensors is None else "photos",
         "final_loss": result.history[-1]["total"] if result.history else None,
     }
     thumbs = {"before": tensor_to_pil(held_out[0]), "after": tensor_to_pil(after[0])}
