@@ -50,7 +50,7 @@ def test_worker_runs_off_the_gui_thread_and_cancels(qtbot):
 
         with qtbot.waitSignal(c.failed, timeout=5000) as blocker:
             c.submit("edit", boom)
-        assert blocker.args[1] == "Weights must sum to 1"
+        assert blocker.args[1] == "weights must sum to 1"
         with qtbot.waitSignal(c.finished, timeout=5000) as blocker:
             c.submit("ok", lambda s, ctx: 42)
         assert blocker.args == ["ok", 42]

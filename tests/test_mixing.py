@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dclip_desktop.core.ddim import ddim_generate
-from dclip_desktop.core.mixing import ModelDenoiser, MixtureDenoiser, WeightSchedule, attribute_mix, blend
+from dclip_desktop.core.mixing import MixtureDenoiser, ModelDenoiser, WeightSchedule, attribute_mix, blend
 
 from .conftest import tiny_unet
 

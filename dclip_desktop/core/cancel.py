@@ -7,7 +7,8 @@ cancel always leaves models and files in a consistent state.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 

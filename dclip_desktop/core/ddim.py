@@ -7,7 +7,8 @@ runs in: bf16 errors in ᾱ compound over 40+ steps and break reconstruction.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -67,7 +68,7 @@ def ddim_invert(
 ) -> torch.Tensor:
     """Deterministic DDIM forward process x0 → x_t0 with the original model (eq. 12)."""
     if eta != 0.0:
-        raise ValueError("DDIM inversion must be deterministic: η has to be 0 (got η = %g)" % eta)
+        raise ValueError(f"DDIM inversion must be deterministic: η has to be 0 (got η = {eta:g})")
     pairs = inversion_pairs(t0, steps)
     x = x0.float()
     with torch.no_grad():

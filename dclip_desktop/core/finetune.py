@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .cancel import CancelToken, Cancelled, Progress, check, report
+from .cancel import Cancelled, CancelToken, Progress, check, report
 from .ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
 from .lora import full_delta, inject_lora, lora_factors, lora_parameters, remove_lora
 from .mixing import ModelDenoiser

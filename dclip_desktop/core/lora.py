@@ -8,7 +8,7 @@ way `apply_delta` merges it into a copy of the base, so sampling costs exactly o
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

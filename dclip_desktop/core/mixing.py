@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -56,11 +57,11 @@ class WeightSchedule:
     rows: tuple[tuple[int, tuple[float, ...]], ...]
 
     @classmethod
-    def constant(cls, weights: Sequence[float]) -> "WeightSchedule":
+    def constant(cls, weights: Sequence[float]) -> WeightSchedule:
         return cls.of([(0, weights)])
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[int, Sequence[float]]]) -> "WeightSchedule":
+    def of(cls, rows: Sequence[tuple[int, Sequence[float]]]) -> WeightSchedule:
         return cls(tuple((int(th), tuple(float(w) for w in ws)) for th, ws in rows))
 
     def validate(self, n_models: int) -> None:

@@ -8,7 +8,8 @@ a photo: deterministic inversion with the original model, generation with the fi
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 

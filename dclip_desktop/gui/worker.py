@@ -189,8 +189,7 @@ class Worker(QObject):
         from ..jobs.errors import user_error_types
 
         if isinstance(exc, user_error_types()):
-            text = str(exc) or type(exc).__name__
-            return text[0].upper() + text[1:] if text else text
+            return str(exc) or type(exc).__name__  # verbatim: messages often start with a file name
         return f"Unexpected error ({type(exc).__name__}): {exc}"
 
 

@@ -14,7 +14,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [JobError, ValueError, FileNotFoundError, UnidentifiedImageError, Cancelled]
     try:  # the zoo's errors (unknown base, missing weights offline) are user errors too
-        from ..zoo import registry, download
+        from ..zoo import download, registry
 
         types += [getattr(registry, "UnknownBaseError", JobError), getattr(download, "MissingWeightsError", JobError)]
     except ImportError:

@@ -30,7 +30,7 @@ class Settings:
     default_base: str = "demo-shapes"
 
     @classmethod
-    def load(cls) -> "Settings":
+    def load(cls) -> Settings:
         path = config_dir() / "settings.json"
         try:
             data = json.loads(path.read_text())
