@@ -58,10 +58,19 @@ def register_demo_clip() -> str:
 
 def build_demo_clip(device: Device = "cpu"):
     """A randomly initialised tiny CLIP and its tokenizer (training starts from this)."""
+    import logging
+
     import open_clip
 
     name = register_demo_clip()
-    model = open_clip.create_model(name, pretrained=None, device=device)
+    # open_clip logs "No pretrained weights loaded" for every config-built model; the weights are ours.
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        model = open_clip.create_model(name, pretrained=None, device=device)
+    finally:
+        log.setLevel(level)
     return model, open_clip.get_tokenizer(name)
 
 

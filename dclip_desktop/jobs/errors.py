@@ -16,7 +16,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     try:  # the zoo's errors (unknown base, missing weights offline) are user errors too
         from ..zoo import download, registry
 
-        types += [getattr(registry, "UnknownBaseError", JobError), getattr(download, "MissingWeightsError", JobError)]
+        # Network failures and checksum mismatches are the user's to fix (retry, repair), not bugs.
+        types += [registry.UnknownBaseError, download.MissingWeightsError, download.DownloadError]
     except ImportError:
         pass
     try:

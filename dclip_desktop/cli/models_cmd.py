@@ -1,0 +1,89 @@
+"""`dclip models list | download | verify`: the base models, CLIP and face nets the app knows."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class _BytesBar:
+    """A byte progress bar opened on the first report, so an offline refusal prints nothing else."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                            file=sys.stderr)
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_list(args) -> int:
+    from ..zoo import download, registry
+
+    rows = [("id", "kind", "installed", "title")]
+    default = registry.default_base().id
+    for b in registry.list_bases():
+        mark = " (default)" if b.id == default else ""
+        rows.append((b.id + mark, f"base {b.arch} {b.resolution}²", "yes" if download.is_installed(b) else "no", b.title))
+    for c in registry.list_clips():
+        rows.append((c.name, "clip", "yes" if download.is_installed(c) else "no", c.title))
+    for f in registry.list_faces():
+        rows.append((f.id, "face", "yes" if download.is_installed(f) else "no", f.title))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    if args.presets:
+        for b in registry.list_bases():
+            for p in b.presets:
+                print(f"{b.id}: {p.name}: '{p.source}' → '{p.target}'  t0={p.t0}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from ..zoo import download
+
+    for model_id in args.ids:
+        bar = _BytesBar(model_id)
+        try:
+            path = download.download(model_id, progress=bar)
+        finally:
+            bar.close()
+        print(f"{model_id}: ready in {path}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..zoo import download, registry
+
+    ids = args.ids or [m for m in registry.all_model_ids() if download.is_installed(m)]
+    bad = 0
+    for model_id in ids:
+        for name, ok, reason in download.verify_model(model_id, repair_bad=args.repair):
+            bad += not ok
+            print(f"{model_id}: {'ok ' if ok else 'BAD'} {reason or name}")
+    return 1 if bad else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list, download and verify base models, CLIP and face nets")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    q = msub.add_parser("list", help="list known models and whether they are installed")
+    q.add_argument("--presets", action="store_true", help="also list each base's presets with their t0")
+    q.set_defaults(func=cmd_list)
+    q = msub.add_parser("download", help="download models into the cache (resumes, checks sha256)")
+    q.add_argument("ids", nargs="+", metavar="ID")
+    q.set_defaults(func=cmd_download)
+    q = msub.add_parser("verify", help="check the sha256 of installed models (default: all installed)")
+    q.add_argument("ids", nargs="*", metavar="ID")
+    q.add_argument("--repair", action="store_true", help="download damaged or missing files again")
+    q.set_defaults(func=cmd_verify)
