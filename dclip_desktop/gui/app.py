@@ -45,12 +45,34 @@ def create_window(settings=None):
     return window
 
 
+def self_test(argv) -> int:
+    """Headless check of the whole stack (GUI construction included); exit code 0 or 1 with a reason."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from ..selftest import run_self_test
+
+    app = ensure_app(argv)
+    window = create_window()  # the GUI must build, even though the check itself runs headless
+    try:
+        ok, reason = run_self_test(log=lambda m: print(f"self-test: {m}", flush=True))
+    except Exception as exc:  # any failure is a reason, not a crash
+        ok, reason = False, f"{type(exc).__name__}: {exc}"
+    finally:
+        window.controller.shutdown()
+        app.quit()
+    print(("PASS: " if ok else "FAIL: ") + reason, flush=True)
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
+    args = list(argv if argv is not None else sys.argv)[1:]
+    if "--self-test" in args:
+        return self_test(argv)
     app = ensure_app(argv)
     app.setStyle("Fusion")
     window = create_window()
     window.show()
-    args = list(argv if argv is not None else sys.argv)[1:]
     if args and not args[0].startswith("-"):
         window.open_image(args[0])
     code = app.exec()

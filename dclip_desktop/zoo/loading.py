@@ -104,7 +104,7 @@ def load_base(
     else:
         raise ValueError(f"base '{spec.id}': unsupported arch '{spec.arch}'")
     model = model.to(device)
-    if model.dtype != (dtype or torch.float32):
+    if next(model.parameters()).dtype != (dtype or torch.float32):  # ADM modules have no .dtype
         model = model.to(dtype or torch.float32)
     return model.eval().requires_grad_(False)
 

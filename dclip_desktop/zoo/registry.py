@@ -315,3 +315,48 @@ register_face(
         url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
     )
 )
+
+# --- ADM bases (the project's own guided-diffusion UNet, core/adm.py) ----------------------------
+DOG_PRESETS = [
+    Preset("Bear", "dog", "bear", 500, "dog"),
+    Preset("Hamster", "dog", "hamster", 500, "dog"),
+    Preset("Zombie", "dog", "zombie", 500, "dog"),
+    Preset("Yorkshire", "dog", "yorkshire terrier", 500, "dog"),
+    Preset("Wolf", "dog", "wolf", 500, "dog"),
+]
+IMAGENET_PRESETS = [
+    Preset("Watercolor", "photo", "watercolor art", 601, "general"),
+    Preset("Van Gogh", "photo", "painting by Gogh", 601, "general"),
+    Preset("Cubism", "photo", "cubism art", 601, "general"),
+    Preset("Pop art", "photo", "pop art", 601, "general"),
+    Preset("Ukiyo-e", "photo", "ukiyo-e painting", 601, "general"),
+]
+register_base(
+    BaseSpec(
+        id="afhq-dog",
+        title="AFHQ dog (256×256, ADM, ILVR)",
+        domain="dog",
+        arch="adm",
+        resolution=256,
+        files=[FileSpec("afhqdog_p2.pt")],
+        presets=DOG_PRESETS,
+        config={"adm_config": "afhq_dog_256"},
+        notes="ILVR's AFHQ-dog checkpoint has no stable direct URL: put the file into the folder that "
+        "`dclip models download afhq-dog` names.",
+    )
+)
+register_base(
+    BaseSpec(
+        id="imagenet-512",
+        title="ImageNet (512×512, ADM, class-conditional)",
+        domain="general",
+        arch="adm",
+        resolution=512,
+        url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/512x512_diffusion.pt",
+        files=[FileSpec("512x512_diffusion.pt")],
+        presets=IMAGENET_PRESETS,
+        # Class-conditional: edits condition on one ImageNet class (config "class_label").
+        config={"adm_config": "imagenet_512", "class_label": 0},
+        loader="dclip_desktop.zoo.adm_loading:load_class_conditioned",
+    )
+)
