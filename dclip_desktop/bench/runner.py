@@ -27,7 +27,6 @@ from typing import Optional
 
 import torch
 
-from ..core import finetune as finetune_module
 from ..core.clip_loss import IMAGENET_TEMPLATES, DirectionalCLIPLoss
 from ..core.ddim import ddim_generate, ddim_invert
 from ..core.finetune import EditLoss, FinetuneConfig, finetune, precompute_latents
@@ -404,13 +403,12 @@ class Bench:
         rows = []
         for v in variants:
             mode, rank = v[0], v[1]
+            # len(v) > 2: the gradient-checkpointing ablation, the same epoch without it
             cfg = FinetuneConfig(t0=T0, s_for=max(p.inv_steps, 2), s_gen=p.train_steps, epochs=1, mode=mode,
-                                 lora_rank=rank, batch_size=p.batch_train, lambda_face=0.0)
+                                 lora_rank=rank, batch_size=p.batch_train, lambda_face=0.0,
+                                 checkpointing=len(v) == 2)
             loss = self._loss(cfg)
-            patch = contextlib.nullcontext()
-            if len(v) > 2:  # the gradient-checkpointing ablation: the same epoch without it
-                patch = _patched(finetune_module, "checkpoint", lambda fn, *a, **k: fn(*a))
-            with precision_context(self.precision, dev), patch:
+            with precision_context(self.precision, dev):
                 if p.warmup and not rows:
                     finetune(self.base_opt, x0[:1], lat[:1], loss, dataclass_replace(cfg, batch_size=1, s_gen=2),
                              autocast_dtype=self.dtype)
@@ -497,16 +495,6 @@ def dataclass_replace(cfg: FinetuneConfig, **kw) -> FinetuneConfig:
     from dataclasses import replace
 
     return replace(cfg, **kw)
-
-
-@contextlib.contextmanager
-def _patched(module, name: str, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def _loadavg() -> Optional[list]:

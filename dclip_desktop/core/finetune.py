@@ -42,6 +42,7 @@ class FinetuneConfig:
     lr_schedule: str = "constant"
     epochs: int = 1
     mode: str = "efficient"
+    checkpointing: bool = True  # full chain only: recompute each UNet pass in backward (memory ≈ one pass)
     lora_rank: Optional[int] = 8  # None trains all weights
     lora_alpha: Optional[float] = None
     batch_size: int = 8
@@ -259,7 +260,10 @@ def finetune(
                 # pass of activations alive instead of S_gen.
                 check(cancel)
                 for t, t_next in pairs:
-                    eps = checkpoint(_eps, model, x, t, autocast_dtype, use_reentrant=False)
+                    if cfg.checkpointing:
+                        eps = checkpoint(_eps, model, x, t, autocast_dtype, use_reentrant=False)
+                    else:
+                        eps = _eps(model, x, t, autocast_dtype)
                     x, _ = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next))
                     check(cancel)
                 optimise(*loss(x, target, idx.to(x.device)))
