@@ -10,7 +10,7 @@ from typing import Optional
 
 import platformdirs
 
-from .images import atomic_write_bytes
+from ..library.atomic import atomic_write_bytes  # torch-free: the GUI reads settings at start-up
 
 APP = "dclip-desktop"
 
