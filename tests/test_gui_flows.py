@@ -49,7 +49,6 @@ def _finetune(qtbot, w, name="blue", source="red circle", target="blue circle"):
     p.t0_spin.setValue(300)
     p.s_for.setValue(10)
     p.s_gen.setValue(3)
-    p.epochs.setValue(1)
     p.lora.setValue(4)
     p.sample_count.setValue(3)
     p.batch.setValue(4)
@@ -77,12 +76,24 @@ def _mean_rgb(img):
 
 
 def test_open_finetune_apply_save(qtbot, window, tmp_path):
+    from dclip_desktop.demo import world
+    from dclip_desktop.demo.evaluate import colour_progress
+    from dclip_desktop.gui.imaging import qimage_to_array
+
     w = window
     _open(qtbot, w, _red_circle(tmp_path / "red.png"))
     assert w.doc.input is not None and w.doc.input.width() == w.base.resolution
     losses = []
     w.controller.losses.connect(lambda s, t, row: losses.append(row))
-    _finetune(qtbot, w)
+    photos = tmp_path / "photos"  # train from a folder of red scenes, as a user would
+    photos.mkdir()
+    for seed in range(6):
+        Image.fromarray(world.render(world.sample_spec(seed, color="red"))[0]).save(photos / f"{seed}.png")
+    w.prompt.folder_radio.setChecked(True)
+    w.prompt.folder_edit.setText(str(photos))
+    w.prompt.epochs.setValue(2)
+    w.prompt.s_gen.setValue(4)
+    _finetune(qtbot, w, source="red", target="blue")
     assert losses and w.finetune.losses, "the live loss plot got no rows"
     assert "blue" in w.mixing.names() and w.mixing.row("blue").checked
     _apply(qtbot, w)
@@ -90,6 +101,14 @@ def test_open_finetune_apply_save(qtbot, window, tmp_path):
     assert res is not None and res.kind == "edit"
     before, after = _mean_rgb(w.doc.input), _mean_rgb(res.image)
     assert np.abs(before - after).max() > 0.5, "the edit changed nothing"
+    # ... and it moved in the target direction: the shape's colour went from red toward blue.
+    import torch
+
+    _, mask = world.render(world.sample_spec(1_000_003, shape="circle", color="red", background="white"))
+    as_tensor = [torch.from_numpy(qimage_to_array(q)).permute(2, 0, 1)[None].float() / 127.5 - 1
+                 for q in (w.doc.input, res.image)]
+    masks = torch.from_numpy(mask)[None]
+    assert colour_progress(as_tensor[1], masks, "red", "blue") > colour_progress(as_tensor[0], masks, "red", "blue")
     out = w.save_result(str(tmp_path / "out.png"))
     from dclip_desktop.jobs.images import read_metadata
 
