@@ -7,34 +7,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# The shared config of google/ddpm-ema-{celebahq,church,bedroom}-256 (113.67 M parameters).
-DDPM256_UNET = dict(
-    sample_size=256,
-    in_channels=3,
-    out_channels=3,
-    layers_per_block=2,
-    block_out_channels=(128, 128, 256, 256, 512, 512),
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    downsample_padding=0,
-    freq_shift=1,
-    flip_sin_to_cos=False,
-    norm_eps=1e-6,
-)
-
-# The demo world's tiny DDPM at 32² (used only when its trained weights are not there yet).
-DEMO_UNET = dict(
-    sample_size=32,
-    in_channels=3,
-    out_channels=3,
-    layers_per_block=1,
-    block_out_channels=(32, 48, 64),
-    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-    attention_head_dim=32,
-)
-
 CONFIGS = ("demo", "ddpm256")
 
 
@@ -43,19 +15,15 @@ def build_unet(config: str, device: torch.device) -> tuple[nn.Module, str]:
     from diffusers.models.unets.unet_2d import UNet2DModel
 
     if config == "demo":
-        try:
-            from ..demo.tiny_clip import load_demo_unet
+        from ..demo.tiny_clip import load_demo_unet
 
-            return load_demo_unet(device), "demo weights (trained)"
-        except (ImportError, FileNotFoundError, OSError):
-            pass
-        kwargs, origin = DEMO_UNET, "demo config, random weights"
-    elif config == "ddpm256":
-        kwargs, origin = DDPM256_UNET, "DDPM-256 config, random weights"
-    else:
+        return load_demo_unet(device), "demo weights (trained)"
+    if config != "ddpm256":
         raise ValueError(f"unknown bench config {config!r}; choose from {', '.join(CONFIGS)}")
+    from ..zoo.registry import DDPM256_CONFIG  # the one copy of the DDPM-256 architecture
+
     torch.manual_seed(0)
-    model = UNet2DModel(**kwargs)
+    model, origin = UNet2DModel(**DDPM256_CONFIG), "DDPM-256 config, random weights"
     return model.to(device).eval().requires_grad_(False), origin
 
 

@@ -17,6 +17,7 @@ from typing import Optional, Union
 import torch
 
 from .adm import AFHQ_DOG_256, IMAGENET_512, ADMConfig, ADMUNet
+from .convert import strip_prefixes
 
 __all__ = [
     "ADMCheckpointError",
@@ -64,16 +65,7 @@ def extract_state_dict(obj: object) -> dict[str, torch.Tensor]:
     else:
         raise ADMCheckpointError("checkpoint is nested too deeply to find its state dict")
 
-    out: dict[str, torch.Tensor] = {}
-    for key, value in obj.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for p in _PREFIXES:
-                if key.startswith(p):
-                    key, stripped = key[len(p) :], True
-        out[key] = value
-    return out
+    return strip_prefixes(obj, _PREFIXES)
 
 
 def _expected_shapes(config: ADMConfig) -> dict[str, tuple[int, ...]]:
