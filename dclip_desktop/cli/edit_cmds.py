@@ -56,7 +56,8 @@ def cmd_reconstruct(args) -> int:
 def _config_from_args(args) -> FinetuneConfig:
     cfg = FinetuneConfig(
         t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, lambda_l1=args.lambda_l1, lambda_face=args.lambda_face,
-        lambda_clip=args.lambda_clip, lr=args.lr, lr_schedule=args.lr_schedule, epochs=args.epochs, mode=args.mode,
+        lambda_clip=args.lambda_clip, clip_loss_form=args.clip_loss_form, lr=args.lr, lr_schedule=args.lr_schedule,
+        epochs=args.epochs, mode=args.mode,
         lora_rank=None if args.full else args.rank, batch_size=args.batch_size, seed=args.seed,
     )
     cfg.validate()
@@ -68,9 +69,13 @@ def cmd_finetune(args) -> int:
 
     session = _session(args)
     spec = session.spec(args.base)
-    if args.t0 is None:  # take the preset's t0 when the text pair matches one, else the base's first preset
-        match = [p for p in spec.presets if p.source == args.src and p.target == args.tgt]
-        args.t0 = (match or spec.presets)[0].t0
+    # A text pair that matches a preset takes its measured settings for whatever the user left out;
+    # otherwise t0 comes from the base's first preset and the rest from FinetuneConfig.
+    match = [p for p in spec.presets if p.source == args.src and p.target == args.tgt]
+    tuning = match[0].tuning() if match else {"t0": spec.presets[0].t0}
+    for key in ("t0", "lambda_l1", "epochs", "clip_loss_form"):
+        if getattr(args, key) is None:
+            setattr(args, key, tuning.get(key, getattr(FinetuneConfig, key)))
     images = list_images(args.images) if args.images else None
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
                           config=_config_from_args(args), images=images, sample_count=args.sample)
@@ -171,15 +176,17 @@ def register(sub) -> None:
     src.add_argument("--sample", type=int, default=24, help="sample N training images from the base (default 24)")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=6, help="generation steps while training (default 6)")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: from preset, else 1)")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 LoRA, 4e-6 full)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--mode", choices=MODES, default="efficient", help="efficient (Alg. 2) or full_chain (Alg. 1)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--full", action="store_true", help="train all weights instead of a LoRA")
     p.add_argument("--lambda-clip", type=float, default=3.0)
-    p.add_argument("--lambda-l1", type=float, default=0.3)
+    p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: from preset, else 0.3)")
     p.add_argument("--lambda-face", type=float, default=0.0)
+    p.add_argument("--clip-loss", dest="clip_loss_form", choices=("neglog", "dir"), default=None,
+                   help="directional loss form: −log((1+cos)/2) or 1−cos (default: from preset, else neglog)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_finetune)

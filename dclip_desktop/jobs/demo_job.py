@@ -31,9 +31,9 @@ DEMO_BASE = "demo-shapes"
 @dataclass
 class DemoRequest:
     preset: str = "red"  # a preset name or its source→target, matched loosely
-    n_train: int = 24
+    n_train: int = 48  # the issue allows ≤ 50 training scenes
     n_eval: int = 16
-    epochs: int = 2
+    epochs: Optional[int] = None  # None: the preset's
     s_gen_train: int = 6
     s_for: int = 40
     s_gen: int = 40
@@ -73,7 +73,10 @@ def run_demo(
     train_x, _, _ = world.make_scenes(range(req.seed, req.seed + req.n_train), **overrides)
     eval_seeds = range(world.HELDOUT_SEED_START + req.seed, world.HELDOUT_SEED_START + req.seed + req.n_eval)
     eval_x, eval_masks, _ = world.make_scenes(eval_seeds, **overrides)
-    cfg = FinetuneConfig(t0=preset.t0, s_for=req.s_for, s_gen=req.s_gen_train, epochs=req.epochs, seed=req.seed)
+    tuning = preset.tuning()
+    if req.epochs is not None:
+        tuning["epochs"] = req.epochs
+    cfg = FinetuneConfig(**tuning, s_for=req.s_for, s_gen=req.s_gen_train, seed=req.seed)
     name = _unique_name(session, f"demo {preset.name}")
     entry = run_finetune(
         session,
@@ -87,6 +90,7 @@ def run_demo(
     metrics.pop("per_scene_success")
     report = {
         "preset": {"name": preset.name, "source": preset.source, "target": preset.target, "t0": preset.t0},
+        "finetune": cfg.to_dict(),
         "attribute": {"name": entry.name, "id": entry.id},
         "train_scenes": req.n_train,
         "heldout_scenes": req.n_eval,

@@ -36,6 +36,18 @@ class Preset:
     target: str
     t0: int
     domain: str
+    # Fine-tuning settings that make this attribute work (measured); None keeps FinetuneConfig's default.
+    lambda_l1: Optional[float] = None
+    epochs: Optional[int] = None
+    clip_loss_form: Optional[str] = None
+
+    def tuning(self) -> dict:
+        """The preset's FinetuneConfig overrides: t0 plus whatever else it sets."""
+        out = {"t0": self.t0}
+        for key in ("lambda_l1", "epochs", "clip_loss_form"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass
@@ -127,7 +139,7 @@ DDPM_FILES = [
 # t0 per METHOD.md: colour/attribute edits 201–401, style/identity swaps 500–601.
 # PROVISIONAL demo t0 values: the demo-world engineer tunes them on the trained tiny DDPM.
 DEMO_PRESETS = [
-    Preset("Red → blue", "red", "blue", 301, "shapes"),
+    Preset("Red → blue", "red", "blue", 301, "shapes", lambda_l1=1.0, epochs=4),
     Preset("Circle → square", "circle", "square", 501, "shapes"),
     Preset("White → black background", "white background", "black background", 401, "shapes"),
 ]

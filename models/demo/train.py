@@ -85,12 +85,14 @@ def train_unet(args) -> None:
     dev = torch.device(args.device)
     imgs, _ = scene_pool(args.pool, args.workers)
     data = to_model(imgs).to(dev)
-    model = UNet2DModel(**UNET_CONFIG).to(dev)
+    # --init continues a previous run (e.g. CPU training spread over sessions) from its EMA weights.
+    model = (UNet2DModel.from_pretrained(str(Path(args.init) / "unet")) if args.init
+             else UNet2DModel(**UNET_CONFIG)).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
     sched.alphas_cumprod = sched.alphas_cumprod.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    gen = torch.Generator(device=dev).manual_seed(1)
+    gen = torch.Generator(device=dev).manual_seed(2 if args.init else 1)
     ema_params, model_params = list(ema.parameters()), list(model.parameters())
     t_start, losses, step = time.time(), [], 0
     last_save = t_start
@@ -132,7 +134,7 @@ def train_unet(args) -> None:
 def save_unet(ema, args, step, t_start, dev) -> dict:
     out = Path(args.out) / "unet"
     copy.deepcopy(ema).to("cpu").save_pretrained(str(out), safe_serialization=True)
-    info = dict(steps=step, batch=args.batch, lr=args.lr, ema=args.ema, pool=args.pool,
+    info = dict(steps=step, init=args.init, batch=args.batch, lr=args.lr, ema=args.ema, pool=args.pool,
                 seconds=round(time.time() - t_start, 1), device=str(torch.cuda.get_device_name(0)
                                                                     if dev.type == "cuda" else "cpu"))
     (Path(args.out) / "unet_train.json").write_text(json.dumps(info, indent=2))
@@ -273,7 +275,7 @@ def save_clip(model, args, step, t_start) -> dict:
     tmp = Path(args.out) / "clip.safetensors.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, Path(args.out) / "clip.safetensors")
-    info = dict(steps=step, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
+    info = dict(steps=step, init=args.init, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
     (Path(args.out) / "clip_train.json").write_text(json.dumps(info, indent=2))
     return info
 
@@ -393,6 +395,7 @@ def main() -> None:
     p.add_argument("--grid", default="/tmp/demo_samples.png")
     p.add_argument("--n-recon", type=int, default=32)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--init", default=None, help="folder with unet/ to continue training from")
     p.add_argument("--save-every", type=float, default=600.0, help="seconds between checkpoint saves")
     args = p.parse_args()
     if args.threads:

@@ -19,6 +19,7 @@ class FinetuneParams:
     s_gen: int = 6
     lambda_l1: float = 0.3
     lambda_face: float = 0.0
+    clip_loss_form: str = "neglog"
     lr: Optional[float] = None  # None: auto
     lr_schedule: str = "constant"
     epochs: int = 1
@@ -46,7 +47,7 @@ class FinetuneParams:
 
         cfg = FinetuneConfig(
             t0=self.t0, s_for=self.s_for, s_gen=self.s_gen, lambda_l1=self.lambda_l1, lambda_face=self.lambda_face,
-            lr=self.lr, lr_schedule=self.lr_schedule, epochs=self.epochs, mode=self.mode, lora_rank=self.lora_rank,
+            clip_loss_form=self.clip_loss_form, lr=self.lr, lr_schedule=self.lr_schedule, epochs=self.epochs, mode=self.mode, lora_rank=self.lora_rank,
             batch_size=self.batch_size, seed=self.seed,
         )
         images = list_images(self.images_dir) if self.images_dir else None

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..models.bases import BaseInfo
-from ..models.finetune import FinetuneModel
+from ..models.finetune import FinetuneModel, FinetuneParams
 from ..tasks import make_finetune
 from .loss_plot import LossPlot
 
@@ -71,6 +71,10 @@ class PromptPanel(QWidget):
         self.s_gen = self._spin(1, 1000, p.s_gen)
         self.l1 = self._dspin(0, 100, p.lambda_l1, 0.05)
         self.face = self._dspin(0, 100, p.lambda_face, 0.05)
+        self.clip_form = QComboBox()
+        self.clip_form.addItem("−log((1+cos)/2)", "neglog")
+        self.clip_form.addItem("1 − cos", "dir")
+        self.clip_form.setToolTip("form of the directional CLIP loss")
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(7)
         self.lr.setRange(0, 1)
@@ -125,6 +129,7 @@ class PromptPanel(QWidget):
         lam.addWidget(self.l1)
         lam.addWidget(QLabel("λ_face"))
         lam.addWidget(self.face)
+        lam.addWidget(self.clip_form)
         form.addRow("Losses", lam)
         lr_row = QHBoxLayout()
         lr_row.addWidget(self.lr)
@@ -244,7 +249,14 @@ class PromptPanel(QWidget):
             return
         self.source_edit.setText(pr.source)
         self.target_edit.setText(pr.target)
-        self.t0_spin.setValue(int(pr.t0))
+        # The preset's measured settings; fields it leaves out go back to the defaults.
+        tuning = pr.tuning()
+        defaults = FinetuneParams()
+        self.t0_spin.setValue(int(tuning["t0"]))
+        self.l1.setValue(float(tuning.get("lambda_l1", defaults.lambda_l1)))
+        self.epochs.setValue(int(tuning.get("epochs", defaults.epochs)))
+        self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(tuning.get("clip_loss_form",
+                                                                                defaults.clip_loss_form))))
         if not self.name_edit.text():
             self.name_edit.setText(pr.name)
 
@@ -260,7 +272,8 @@ class PromptPanel(QWidget):
         self.model.update(
             base_id=self.base_id, source=self.source_edit.text(), target=self.target_edit.text(),
             name=self.name_edit.text(), t0=self.t0_spin.value(), s_for=self.s_for.value(), s_gen=self.s_gen.value(),
-            lambda_l1=self.l1.value(), lambda_face=self.face.value(), lr=self.lr.value() or None,
+            lambda_l1=self.l1.value(), lambda_face=self.face.value(), clip_loss_form=self.clip_form.currentData(),
+            lr=self.lr.value() or None,
             lr_schedule=self.lr_schedule.currentText(), epochs=self.epochs.value(), mode=self.mode.currentData(),
             lora_rank=self.lora.value() or None, batch_size=self.batch.value(), seed=self.seed.value(),
             images_dir=self.folder_edit.text() if self.folder_radio.isChecked() else None,
