@@ -13,7 +13,7 @@ import torch
 
 from dclip_desktop.core.finetune import FinetuneConfig
 from dclip_desktop.demo import world
-from dclip_desktop.demo.evaluate import colour_progress, measure_edit, scene_overrides
+from dclip_desktop.demo.evaluate import clean_shape, colour_progress, measure_edit, scene_overrides
 from dclip_desktop.jobs.demo_job import DEMO_BASE, find_preset
 from dclip_desktop.jobs.edit_job import EditRequest, edit_tensor, reconstruct_tensor
 from dclip_desktop.jobs.finetune_job import FinetuneRequest, run_finetune
@@ -100,3 +100,36 @@ def test_continuous_transition_is_monotone(demo, red_scenes):
         progress.append(colour_progress(after, masks, preset.source, preset.target))
     assert progress[0] < progress[1] < progress[2], progress
     assert progress[0] < 0.1 and progress[2] > 0.5, progress  # γ=0 is the original; γ=1 is well on the way
+
+
+def test_shape_edit_circle_to_square(demo):
+    x, masks, _ = world.make_scenes(HELDOUT, shape="circle")
+    entry, preset = demo.attribute("circle")
+    after = demo.edit(x, ("circle", 1.0), EditRequest(attributes=[(entry.id, 1.0)]))
+    m = measure_edit(x, after, masks, preset.target)
+    assert m["success"] >= 0.80, m
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue #3 bar not met: the white→black background attribute does not "
+                   "learn on the CPU-trained demo models (0 % on 100 scenes alone), so the mix measures 0 %")
+def test_two_attribute_noise_combination(demo):
+    """Colour (red→blue) and background (white→black) mixed by eq. 14 with equal weights."""
+    x, masks, _ = world.make_scenes(HELDOUT, color="red", background="white")
+    colour, _ = demo.attribute("red")
+    background, _ = demo.attribute("white background")
+    after = demo.edit(x, ("mix",), EditRequest(attributes=[(colour.id, 0.5), (background.id, 0.5)]))
+    m = measure_edit(x, after, masks, "blue on a black background")
+    assert m["success"] >= 0.80, m
+
+
+def test_stroke_blob_becomes_clean_target_shape(session, demo):
+    """Crude painted red blobs → projected into the domain, edited red→blue → clean blue shapes."""
+    entry, preset = demo.attribute("red")
+    backgrounds = list(world.BACKGROUNDS)
+    blobs = np.stack([world.stroke_blob(s, "red", backgrounds[s % len(backgrounds)]) for s in HELDOUT])
+    assert not any(clean_shape(b, preset.target) for b in blobs[:10])  # the input is neither clean nor blue
+    src = world.to_tensor(blobs)
+    req = TranslateRequest(EditRequest(attributes=[(entry.id, 1.0)]), seeds=list(HELDOUT))
+    _, edited = translate_tensor(session, req, src)
+    ok = [clean_shape(img, preset.target) for img in edited.cpu()]
+    assert np.mean(ok) >= 0.70, np.mean(ok)

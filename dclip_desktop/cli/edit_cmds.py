@@ -208,7 +208,8 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=8, help="K rounds of noising/denoising (default 8)")
     p.add_argument("--seeds", type=int, default=4, help="number of candidates (default 4)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--project-t0", dest="project_t0", type=int, default=500)
+    p.add_argument("--project-t0", dest="project_t0", type=int, default=None,
+                   help="projection noise level (default: the base's; 300 on the demo, 500 on 256² bases)")
     p.add_argument("-o", "--output", required=True, help="output file (one seed) or folder")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40)

@@ -226,6 +226,12 @@ def finetune(
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
 
+    # On CUDA, loss values stay on the device until the end of each batch and come back in one
+    # transfer: a float() per optimiser step would stall the GPU queue S_gen times per batch. A CPU
+    # has no queue to stall, so there every row is reported as soon as its step is done.
+    pending: list[tuple[dict, dict]] = []
+    defer = latents.device.type == "cuda"
+
     def optimise(loss_value: torch.Tensor, parts: dict) -> None:
         nonlocal step
         for g in opt.param_groups:
@@ -234,11 +240,22 @@ def finetune(
         loss_value.backward()
         opt.step()
         step += 1
-        row = {k: float(v.detach()) for k, v in parts.items()}
-        row.update(step=step, epoch=epoch, lr=opt.param_groups[0]["lr"])
-        history.append(row)
-        if on_step is not None:
-            on_step(step, total, row)
+        pending.append(({k: v.detach() for k, v in parts.items()}, dict(step=step, epoch=epoch,
+                                                                          lr=opt.param_groups[0]["lr"])))
+        if not defer:
+            flush()
+
+    def flush() -> None:
+        if not pending:
+            return
+        keys = list(pending[0][0])
+        values = torch.stack([torch.stack([parts[k].float() for k in keys]) for parts, _ in pending]).tolist()
+        for vals, (_, meta) in zip(values, pending):
+            row = dict(zip(keys, vals), **meta)
+            history.append(row)
+            if on_step is not None:
+                on_step(row["step"], total, row)
+        pending.clear()
 
     for epoch in range(cfg.epochs):
         order = torch.randperm(n, generator=gen)
@@ -268,6 +285,7 @@ def finetune(
                     check(cancel)
                 optimise(*loss(x, target, idx.to(x.device)))
                 report(progress, step, total, None)
+            flush()
         if on_epoch is not None and preview_latent is not None:
             with torch.no_grad():
                 preview = ddim_generate(

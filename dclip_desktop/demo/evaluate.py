@@ -96,3 +96,15 @@ def grid(rows: list[torch.Tensor], scale: int = 4) -> np.ndarray:
             y, x = r * (h * scale + gap), c * (w * scale + gap)
             out[y : y + h * scale, x : x + w * scale] = big
     return out
+
+
+def clean_shape(image, color: str, *, min_component: float = 0.95, min_fill: float = 0.8) -> bool:
+    """Is the image one clean shape of `color`: its foreground is (almost) one connected component, and
+    at least `min_fill` of the foreground pixels are nearest to `color` in the palette (even fill)?"""
+    img = world.to_uint8(image[None])[0] if isinstance(image, torch.Tensor) else np.asarray(image)
+    fg = world.foreground_mask(img, world.background_of(img))
+    if fg.sum() < 4:
+        return False
+    if world.largest_component(fg).sum() < min_component * fg.sum():
+        return False
+    return float((world.nearest_colors(img[fg]) == list(world.COLORS).index(color)).mean()) >= min_fill

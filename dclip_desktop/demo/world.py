@@ -228,11 +228,14 @@ def dominant_color(image, mask=None) -> str:
     px = img[m]
     if len(px) == 0:
         raise ValueError("empty mask: no pixels to classify")
-    names = list(COLORS)
-    pal = np.asarray([COLORS[n] for n in names], dtype=np.float64)
-    d = ((px[:, None, :] - pal[None]) ** 2).sum(-1)
-    counts = np.bincount(d.argmin(1), minlength=len(names))
-    return names[int(counts.argmax())]
+    counts = np.bincount(nearest_colors(px), minlength=len(COLORS))
+    return list(COLORS)[int(counts.argmax())]
+
+
+def nearest_colors(pixels: np.ndarray) -> np.ndarray:
+    """Index into COLORS of the nearest shape colour for each RGB pixel (N×3)."""
+    pal = np.asarray(list(COLORS.values()), dtype=np.float64)
+    return ((np.asarray(pixels, np.float64)[:, None, :] - pal[None]) ** 2).sum(-1).argmin(1)
 
 
 def background_of(image) -> str:
@@ -251,7 +254,7 @@ def foreground_mask(image, background_name: Optional[str] = None, threshold: flo
     return np.sqrt(((img - bg) ** 2).sum(-1)) > threshold
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def largest_component(mask: np.ndarray) -> np.ndarray:
     """Largest 4-connected component of a bool mask (small flood fill; images are 32²)."""
     h, w = mask.shape
     labels = np.zeros((h, w), np.int32)
@@ -280,7 +283,7 @@ def shape_features(mask) -> tuple[float, float]:
     Fill in the axis-aligned box: square ≈ 1, circle ≈ π/4, triangle ≈ 0.5. The rotated-box fill
     lets a slightly rotated triangle still read ≈ 0.5.
     """
-    m = _largest_component(np.asarray(mask, bool))
+    m = largest_component(np.asarray(mask, bool))
     ys, xs = np.nonzero(m)
     if len(ys) == 0:
         return 0.0, 0.0
@@ -354,6 +357,7 @@ def stroke_blob(seed: int, color: str, background: str, size: int = RESOLUTION) 
 
 __all__ = [
     "RESOLUTION", "HELDOUT_SEED_START", "SHAPES", "COLORS", "BACKGROUNDS", "PROMPT_TEMPLATES",
+    "largest_component", "nearest_colors",
     "SceneSpec", "sample_spec", "render", "caption", "caption_variants", "make_scenes", "to_tensor",
     "to_uint8", "classify_color", "dominant_color", "background_of", "foreground_mask", "shape_features",
     "shape_of_mask", "describe", "stroke_blob", "replace",

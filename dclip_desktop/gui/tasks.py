@@ -58,7 +58,7 @@ def make_edit(image: QImage, edit: dict):
     return fn
 
 
-def make_translate(image: QImage, edit: dict, seeds: list[int], rounds: int, project_t0: int = 500,
+def make_translate(image: QImage, edit: dict, seeds: list[int], rounds: int, project_t0: Optional[int] = None,
                    project_steps: int = 10):
     """Stroke-conditioned / unseen-domain generation: one candidate per seed."""
     image = image.copy()

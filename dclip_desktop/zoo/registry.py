@@ -68,6 +68,9 @@ class BaseSpec:
     # "package.module:function" called as fn(spec, device=, dtype=, offline=, progress=); None: by arch
     loader: Optional[str] = None
     notes: str = ""
+    # Stroke/unseen-domain projection noise level: high enough to wash out brush texture, low enough
+    # to keep the painted colour (measured: 300 on the 32² demo world; the paper uses ≈ 500 at 256²).
+    project_t0: int = 500
 
 
 @dataclass
@@ -140,8 +143,9 @@ DDPM_FILES = [
 # PROVISIONAL demo t0 values: the demo-world engineer tunes them on the trained tiny DDPM.
 DEMO_PRESETS = [
     Preset("Red → blue", "red", "blue", 301, "shapes", lambda_l1=1.0, epochs=4),
-    Preset("Circle → square", "circle", "square", 501, "shapes"),
-    Preset("White → black background", "white background", "black background", 401, "shapes"),
+    Preset("Circle → square", "circle", "square", 501, "shapes", lambda_l1=0.3, epochs=4, clip_loss_form="dir"),
+    Preset("White → black background", "white background", "black background", 501, "shapes", lambda_l1=0.3,
+           epochs=4, clip_loss_form="dir"),
 ]
 
 FACE_PRESETS = [
@@ -276,6 +280,7 @@ register_base(
         resolution=32,
         presets=DEMO_PRESETS,
         is_demo=True,
+        project_t0=300,
         notes="Tiny DDPM trained on the procedural shapes world; weights ship in models/demo/unet.",
     )
 )
