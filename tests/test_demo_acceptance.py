@@ -116,8 +116,9 @@ def test_shape_edit_circle_to_square(demo):
     assert m["success"] >= 0.80, m
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue #3 bar not met: the white→black background attribute does not "
-                   "learn on the CPU-trained demo models (0 % on 100 scenes alone), so the mix measures 0 %")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue #3 bar not met: the white→black background attribute does not learn on the "
+                   "CPU-trained demo models (0 % on 100 scenes alone), so the mix measures 0 %")
 def test_two_attribute_noise_combination(demo):
     """Colour (red→blue) and background (white→black) mixed by eq. 14 with equal weights."""
     x, masks, _ = world.make_scenes(HELDOUT, color="red", background="white")

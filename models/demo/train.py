@@ -275,7 +275,7 @@ def save_clip(model, args, step, t_start) -> dict:
     tmp = Path(args.out) / "clip.safetensors.tmp"
     save_file(state, str(tmp))
     os.replace(tmp, Path(args.out) / "clip.safetensors")
-    info = dict(steps=step, init=args.init, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
+    info = dict(steps=step, batch=args.batch, lr=args.lr, pool=args.pool, seconds=round(time.time() - t_start, 1))
     (Path(args.out) / "clip_train.json").write_text(json.dumps(info, indent=2))
     return info
 

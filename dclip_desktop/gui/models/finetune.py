@@ -47,8 +47,8 @@ class FinetuneParams:
 
         cfg = FinetuneConfig(
             t0=self.t0, s_for=self.s_for, s_gen=self.s_gen, lambda_l1=self.lambda_l1, lambda_face=self.lambda_face,
-            clip_loss_form=self.clip_loss_form, lr=self.lr, lr_schedule=self.lr_schedule, epochs=self.epochs, mode=self.mode, lora_rank=self.lora_rank,
-            batch_size=self.batch_size, seed=self.seed,
+            clip_loss_form=self.clip_loss_form, lr=self.lr, lr_schedule=self.lr_schedule, epochs=self.epochs,
+            mode=self.mode, lora_rank=self.lora_rank, batch_size=self.batch_size, seed=self.seed,
         )
         images = list_images(self.images_dir) if self.images_dir else None
         return FinetuneRequest(self.base_id, self.source.strip(), self.target.strip(), self.name.strip(), cfg,
