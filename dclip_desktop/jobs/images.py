@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from ..library.atomic import atomic_write_bytes as _atomic_write_bytes
 from .errors import JobError
 
 FIT_POLICIES = ("center-crop", "pad", "squash")
@@ -149,20 +149,10 @@ def image_sha256(x: torch.Tensor) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temp file beside `path`, fsync, then rename: readers never see a partial file."""
+    """The library's atomic write, with temp files named `.<name>.*.part` (hidden in photo folders;
+    the batch job sweeps stale ones by that pattern)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_write_bytes(path, data, prefix=f".{path.name}.")
 
 
 def encode_png(img: Image.Image, metadata: dict | None = None) -> bytes:

@@ -43,11 +43,13 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> Path:
-    """Replace `path` with `data` atomically: temp file beside it, fsync, os.replace, fsync dir."""
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, prefix: str = TMP_PREFIX) -> Path:
+    """Replace `path` with `data` atomically: temp file beside it, fsync, os.replace, fsync dir.
+
+    `prefix` names the temp file, so each owner of a folder can recognise (and sweep) its own leftovers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
