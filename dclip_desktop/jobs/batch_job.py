@@ -25,16 +25,10 @@ Policies (the README and `dclip batch --help` repeat them):
 
 from __future__ import annotations
 
-import csv
 import errno
-import hashlib
-import io
-import json
 import os
-import re
 import stat
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +41,20 @@ from PIL import Image
 from ..core.cancel import Cancelled, CancelToken, check
 from ..core.ddim import ddim_generate
 from ..core.mixing import ModelDenoiser, attribute_mix
+from .batch_manifest import (
+    MANIFEST_NAME,
+    REPORT_CSV,
+    REPORT_JSON,
+    OutputNames,
+    is_disk_full,
+    owned_by,
+    read_manifest,
+    remove_stale_parts,
+    settings_key,
+    start_manifest,
+    write_json,
+    write_reports,
+)
 from .edit_job import EditRequest, edit_metadata, resolve
 from .errors import JobError
 from .images import (
@@ -63,11 +71,6 @@ from .images import (
 from .progress import JobProgress
 from .session import Session
 
-MANIFEST_NAME = ".dclip-batch.json"
-REPORT_JSON = "batch-report.json"
-REPORT_CSV = "batch-report.csv"
-FORMAT = "dclip-batch-1"
-_STALE_PART = re.compile(r"^\..+\.(png|json|csv)\.[A-Za-z0-9_]+\.part$")
 OnFile = Callable[[str, str, Optional[str]], None]
 
 
@@ -246,116 +249,7 @@ def settings_of(session: Session, req: BatchRequest, src: Path) -> dict:
             "seed": req.seed, "edit": meta}
 
 
-def _key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _describe_diff(old: dict, new: dict) -> str:
-    diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if "edit" in diffs:
-        diffs.remove("edit")
-        o, n = old.get("edit", {}), new.get("edit", {})
-        diffs += [k for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
-    return ", ".join(diffs) or "settings"
-
-
-# --- manifest, names, reports -----------------------------------------------------------------
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
-
-
-def read_manifest(output_dir: str | os.PathLike) -> Optional[dict]:
-    path = Path(output_dir) / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text("utf-8"))
-        if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
-            raise ValueError("unknown format")
-        return data
-    except (OSError, ValueError) as exc:
-        raise JobError(f"{path}: the batch manifest is damaged ({exc}); use --force to start a new batch "
-                       "here (existing files are kept, new outputs get new names)") from None
-
-
-def _remove_stale_parts(out: Path) -> None:
-    for folder, _, files in os.walk(out):
-        for name in files:
-            if _STALE_PART.match(name):
-                Path(folder, name).unlink(missing_ok=True)
-
-
-def _owned_by(path: Path, batch_id: str, rel: str, key: str) -> bool:
-    """Is `path` a complete output of this batch for `rel` made with these settings?"""
-    try:
-        with Image.open(path) as img:
-            meta = json.loads(img.text.get("dclip", "{}"))
-    except Exception:
-        return False
-    return meta.get("batch_id") == batch_id and meta.get("source_image") == rel and meta.get("settings_key") == key
-
-
-class _Names:
-    """Output names: `<stem>.png`, else `<stem> (k).png`; never one on disk or reserved by another input."""
-
-    def __init__(self, out: Path, files: dict) -> None:
-        self.out = out
-        self.taken = {e["output"].casefold(): r for r, e in files.items() if e.get("output")}
-
-    def assign(self, rel: str, reuse: Optional[str] = None) -> str:
-        if reuse and self.taken.get(reuse.casefold()) in (None, rel) and not (self.out / reuse).exists():
-            self.taken[reuse.casefold()] = rel
-            return reuse
-        stem = Path(rel).with_suffix(".png")
-        cand, k = stem.as_posix(), 2
-        while cand.casefold() in self.taken or os.path.lexists(self.out / cand):
-            cand, k = stem.with_name(f"{stem.stem} ({k}).png").as_posix(), k + 1
-        self.taken[cand.casefold()] = rel
-        return cand
-
-
-def _write_reports(out: Path, summary: BatchSummary, files: dict, order: list[str], settings: dict) -> None:
-    rows = [{"file": r, "status": files[r]["status"], "output": files[r].get("output") or "",
-             "reason": files[r].get("reason") or ""} for r in order]
-    s = {k: getattr(summary, k) for k in ("done", "skipped", "failed", "total", "images_per_s", "seconds", "stopped")}
-    _write_json(out / REPORT_JSON, {"summary": s, "settings": settings, "files": rows})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["file", "status", "output", "reason"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_bytes(out / REPORT_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
-    summary.report_json, summary.report_csv = out / REPORT_JSON, out / REPORT_CSV
-
-
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 # --- the batch --------------------------------------------------------------------------------
-def _start_manifest(req: BatchRequest, out: Path, settings: dict, key: str) -> dict:
-    try:
-        old = read_manifest(out)
-    except JobError:
-        if not req.force:
-            raise
-        old = None
-    if old is not None and not req.resume and not req.force:
-        n = sum(e.get("status") == "done" for e in old["files"].values())
-        raise JobError(f"{out} holds an earlier batch ({n} files done): use --resume to continue it, or --force "
-                       "to start a new batch there (earlier outputs are kept; new ones get new names)")
-    if old is not None and req.resume:
-        prev = old["settings"].get(old.get("current"), {})
-        if prev != settings and not req.force:
-            raise JobError(f"--resume with other settings than the batch in {out} (changed: "
-                           f"{_describe_diff(prev, settings)}); use the same settings, or add --force to go on "
-                           "with the new ones (finished files are kept as they are)")
-        old["settings"][key] = settings
-        old["current"] = key
-        return old
-    return {"format": FORMAT, "batch_id": uuid.uuid4().hex, "created": time.time(), "settings": {key: settings},
-            "current": key, "files": {}}
-
-
 def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgress] = None,
               cancel: Optional[CancelToken] = None, on_file: Optional[OnFile] = None) -> BatchSummary:
     """Edit every image of `req.input_dir` into `req.output_dir`; see the module notes for the guarantees."""
@@ -363,13 +257,13 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
     base_id = resolve(session, req.edit)[0]  # unknown attributes are refused before anything is written
     resolution = session.spec(base_id).resolution
     settings = settings_of(session, req, src)
-    key = _key(settings)
+    key = settings_key(settings)
     rels = scan_inputs(src, req.recursive)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(out)
-    manifest = _start_manifest(req, out, settings, key)
+    remove_stale_parts(out)
+    manifest = start_manifest(req, out, settings, key)
     files, batch_id = manifest["files"], manifest["batch_id"]
-    names = _Names(out, files)
+    names = OutputNames(out, files)
     summary = BatchSummary(total=len(rels), manifest=out / MANIFEST_NAME)
     bs = req.batch_size
     meta_base = {**edit_metadata(session, req.edit), "seed": req.seed, "fit": req.fit, "paste_back": req.paste_back,
@@ -399,7 +293,7 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
         target = out / old["output"] if old and old.get("output") else None
         if same_input and target is not None and target.is_file() and (
             old["status"] == "done"
-            or (old["status"] == "pending" and _owned_by(target, batch_id, rel, old.get("settings", key)))
+            or (old["status"] == "pending" and owned_by(target, batch_id, rel, old.get("settings", key)))
         ):
             old.update(status="done", reason=None)
             summary.skipped += 1
@@ -414,7 +308,7 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
 
     def save_manifest() -> None:
         manifest["updated"] = time.time()
-        _write_json(out / MANIFEST_NAME, manifest)
+        write_json(out / MANIFEST_NAME, manifest)
 
     def load_chunk(chunk: list[str]) -> list[_Loaded]:
         return [_load_one(src, rel, resolution, req.fit, req.paste_back) for rel in chunk]
@@ -433,7 +327,7 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
             try:
                 fut.result()
             except OSError as exc:
-                if _disk_full(exc):
+                if is_disk_full(exc):
                     full.append(exc)
                     files[rel]["reason"] = "not written: the disk is full"
                 else:
@@ -447,7 +341,7 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
         try:
             save_manifest()
         except OSError as exc:
-            if not _disk_full(exc):
+            if not is_disk_full(exc):
                 raise
             full.append(exc)
 
@@ -508,7 +402,7 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
         _finish(summary, out, files, rels, settings, t_start)
         raise
     except OSError as exc:
-        if not _disk_full(exc):
+        if not is_disk_full(exc):
             raise
         full.append(exc)
         settle()
@@ -529,9 +423,9 @@ def _finish(summary: BatchSummary, out: Path, files: dict, rels: list[str], sett
     summary.seconds = time.perf_counter() - t_start
     summary.images_per_s = summary.done / summary.seconds if summary.seconds > 0 and summary.done else 0.0
     try:
-        _write_reports(out, summary, files, rels, settings)
+        write_reports(out, summary, files, rels, settings)
     except OSError as exc:
-        if not _disk_full(exc):
+        if not is_disk_full(exc):
             raise
 
 

@@ -1,0 +1,141 @@
+"""The batch's bookkeeping: the manifest that makes a batch resumable, output names that never
+overwrite, the JSON/CSV reports, and the sweep of temp files a killed run left behind.
+
+See jobs.batch_job for the policies; this module only reads and writes the output folder."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from PIL import Image
+
+from .errors import JobError
+from .images import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .batch_job import BatchRequest, BatchSummary
+
+MANIFEST_NAME = ".dclip-batch.json"
+REPORT_JSON = "batch-report.json"
+REPORT_CSV = "batch-report.csv"
+FORMAT = "dclip-batch-1"
+_STALE_PART = re.compile(r"^\..+\.(png|json|csv)\.[A-Za-z0-9_]+\.part$")
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def describe_diff(old: dict, new: dict) -> str:
+    diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if "edit" in diffs:
+        diffs.remove("edit")
+        o, n = old.get("edit", {}), new.get("edit", {})
+        diffs += [k for k in sorted(set(o) | set(n)) if o.get(k) != n.get(k)]
+    return ", ".join(diffs) or "settings"
+
+
+# --- manifest, names, reports -----------------------------------------------------------------
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def read_manifest(output_dir: str | os.PathLike) -> Optional[dict]:
+    path = Path(output_dir) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+            raise ValueError("unknown format")
+        return data
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{path}: the batch manifest is damaged ({exc}); use --force to start a new batch "
+                       "here (existing files are kept, new outputs get new names)") from None
+
+
+def remove_stale_parts(out: Path) -> None:
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if _STALE_PART.match(name):
+                Path(folder, name).unlink(missing_ok=True)
+
+
+def owned_by(path: Path, batch_id: str, rel: str, key: str) -> bool:
+    """Is `path` a complete output of this batch for `rel` made with these settings?"""
+    try:
+        with Image.open(path) as img:
+            meta = json.loads(img.text.get("dclip", "{}"))
+    except Exception:
+        return False
+    return meta.get("batch_id") == batch_id and meta.get("source_image") == rel and meta.get("settings_key") == key
+
+
+class OutputNames:
+    """Output names: `<stem>.png`, else `<stem> (k).png`; never one on disk or reserved by another input."""
+
+    def __init__(self, out: Path, files: dict) -> None:
+        self.out = out
+        self.taken = {e["output"].casefold(): r for r, e in files.items() if e.get("output")}
+
+    def assign(self, rel: str, reuse: Optional[str] = None) -> str:
+        if reuse and self.taken.get(reuse.casefold()) in (None, rel) and not (self.out / reuse).exists():
+            self.taken[reuse.casefold()] = rel
+            return reuse
+        stem = Path(rel).with_suffix(".png")
+        cand, k = stem.as_posix(), 2
+        while cand.casefold() in self.taken or os.path.lexists(self.out / cand):
+            cand, k = stem.with_name(f"{stem.stem} ({k}).png").as_posix(), k + 1
+        self.taken[cand.casefold()] = rel
+        return cand
+
+
+def write_reports(out: Path, summary: BatchSummary, files: dict, order: list[str], settings: dict) -> None:
+    rows = [{"file": r, "status": files[r]["status"], "output": files[r].get("output") or "",
+             "reason": files[r].get("reason") or ""} for r in order]
+    s = {k: getattr(summary, k) for k in ("done", "skipped", "failed", "total", "images_per_s", "seconds", "stopped")}
+    write_json(out / REPORT_JSON, {"summary": s, "settings": settings, "files": rows})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["file", "status", "output", "reason"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(out / REPORT_CSV, buf.getvalue().encode("utf-8", "surrogateescape"))
+    summary.report_json, summary.report_csv = out / REPORT_JSON, out / REPORT_CSV
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def start_manifest(req: BatchRequest, out: Path, settings: dict, key: str) -> dict:
+    try:
+        old = read_manifest(out)
+    except JobError:
+        if not req.force:
+            raise
+        old = None
+    if old is not None and not req.resume and not req.force:
+        n = sum(e.get("status") == "done" for e in old["files"].values())
+        raise JobError(f"{out} holds an earlier batch ({n} files done): use --resume to continue it, or --force "
+                       "to start a new batch there (earlier outputs are kept; new ones get new names)")
+    if old is not None and req.resume:
+        prev = old["settings"].get(old.get("current"), {})
+        if prev != settings and not req.force:
+            raise JobError(f"--resume with other settings than the batch in {out} (changed: "
+                           f"{describe_diff(prev, settings)}); use the same settings, or add --force to go on "
+                           "with the new ones (finished files are kept as they are)")
+        old["settings"][key] = settings
+        old["current"] = key
+        return old
+    return {"format": FORMAT, "batch_id": uuid.uuid4().hex, "created": time.time(), "settings": {key: settings},
+            "current": key, "files": {}}
