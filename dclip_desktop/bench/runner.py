@@ -40,8 +40,8 @@ DTYPES = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.floa
 # A precision mode may worsen the reconstruction MAE (vs the input) by at most this much over fp32:
 # a quarter of the paper's Table 1 MAE (0.020, images in [−1, 1] scaled to [0, 1]).
 MAE_TOLERANCE = 0.005
-CHANNELS_LAST_MIN_GAIN = 1.03
-GUARD_BUDGET_S = 60.0  # CPU only: skip a precision mode whose accuracy guard would take longer  # keep channels_last only when it is ≥ 3 % faster
+CHANNELS_LAST_MIN_GAIN = 1.03  # keep channels_last only when it is ≥ 3 % faster
+GUARD_BUDGET_S = 60.0  # CPU only: skip a precision mode whose accuracy guard would take longer
 T0 = 400
 LORA_RANK = 8
 SOURCE, TARGET = "photo", "sketch"

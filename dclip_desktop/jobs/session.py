@@ -52,6 +52,8 @@ class Session:
             from ..zoo.loading import load_base
 
             model = load_base(base_id, self.device, progress=progress)
+            if self.settings.channels_last:  # attribute models and fine-tunes are copies, so they inherit it
+                model = model.to(memory_format=torch.channels_last)
             self._bases[base_id] = model.eval().requires_grad_(False)
         return self._bases[base_id]
 

@@ -24,6 +24,8 @@ class Settings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     precision: str = "auto"  # auto, fp32, bf16, fp16
     offline: bool = False
+    # NHWC convolutions; `dclip bench` measured 2.2× (demo) and 1.3× (DDPM-256) per UNet forward on 2 CPU cores
+    channels_last: bool = True
     library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
     cache_dir: Optional[str] = None  # latent cache; None: platform cache dir (or $DCLIP_LATENT_CACHE_DIR)
     preview_every: int = 2  # send a predicted-x0 preview every N sampling steps

@@ -41,6 +41,8 @@ class SettingsDialog(QDialog):
         self.cache_dir.setPlaceholderText("default (platform cache folder)")
         self.offline = QCheckBox("Never touch the network (use only downloaded files)")
         self.offline.setChecked(bool(settings.offline))
+        self.channels_last = QCheckBox("Channels-last memory layout (faster convolutions; see dclip bench)")
+        self.channels_last.setChecked(bool(settings.channels_last))
         self.preview_every = QSpinBox()
         self.preview_every.setRange(1, 100)
         self.preview_every.setValue(int(settings.preview_every))
@@ -51,6 +53,7 @@ class SettingsDialog(QDialog):
         form.addRow("Library folder", self._with_browse(self.library_dir))
         form.addRow("Latent cache folder", self._with_browse(self.cache_dir))
         form.addRow("Offline", self.offline)
+        form.addRow("Speed", self.channels_last)
         form.addRow("Live preview every", self.preview_every)
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)
@@ -71,5 +74,6 @@ class SettingsDialog(QDialog):
         return replace(
             self.settings, device=self.device.currentText().strip() or "auto", precision=self.precision.currentText(),
             library_dir=self.library_dir.text().strip() or None, cache_dir=self.cache_dir.text().strip() or None,
-            offline=self.offline.isChecked(), preview_every=self.preview_every.value(),
+            offline=self.offline.isChecked(), channels_last=self.channels_last.isChecked(),
+            preview_every=self.preview_every.value(),
         )
