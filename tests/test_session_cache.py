@@ -34,3 +34,20 @@ def test_second_finetune_hits_the_latent_cache_and_base_change_misses():
     again = Session(Settings(device="cpu", precision="fp32")).invert("demo-shapes", x, 301, 6)
     fresh = Session(Settings(device="cpu", precision="fp32")).invert("demo-shapes", x, 301, 6, use_cache=False)
     assert torch.equal(again, fresh)
+
+
+def test_memory_layout_setting_decides_the_base_models_layout():
+    """auto: NHWC on a CPU (where the bench measured it faster); the explicit choices win."""
+    x = torch.zeros(1, 3, 32, 32)
+
+    def conv_is_nhwc(layout):
+        conv = Session(Settings(device="cpu", memory_layout=layout)).base("demo-shapes").conv_in.weight
+        return conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    assert conv_is_nhwc("auto") and conv_is_nhwc("channels_last") and not conv_is_nhwc("contiguous")
+    assert not Settings().channels_last("cuda") and Settings().channels_last("cpu")
+    assert Settings(memory_layout="channels_last").channels_last("cuda")
+    # the layout changes speed, not results
+    outs = [Session(Settings(device="cpu", precision="fp32", memory_layout=m)).base("demo-shapes")(x, 10).sample
+            for m in ("channels_last", "contiguous")]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)

@@ -26,6 +26,7 @@ Policies (the README and `dclip batch --help` repeat them):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 import time
@@ -217,6 +218,7 @@ def _edit_chunk(session: Session, edit: EditRequest, x: torch.Tensor, batch_size
     from ..library.cache import LatentKey
 
     base_id, _, models, sched, t0 = resolve(session, edit)
+    fast = session.settings.compile_batches  # the batch is padded to one shape, as compiling wants
     n = len(x)
     xp = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])]) if n < batch_size else x
     xp = xp.to(session.device)
@@ -230,13 +232,14 @@ def _edit_chunk(session: Session, edit: EditRequest, x: torch.Tensor, batch_size
 
     if inv_steps:
         lat = session.invert(base_id, xp, t0, edit.s_for, batch_size=batch_size, progress=sub(0), cancel=cancel,
-                             use_cache=False)
+                             use_cache=False, compiled=fast)
         missing = [i for i, z in enumerate(found) if z is None]
         session.cache.put_many([keys[i] for i in missing], [lat[i].cpu() for i in missing])
     else:
         lat = torch.stack([z.to(session.device) for z in found + [found[-1]] * (batch_size - n)])
-    den = attribute_mix(ModelDenoiser(session.base(base_id), session.autocast_dtype),
-                        [ModelDenoiser(m, session.autocast_dtype) for m in models], sched, edit.degree)
+    unet = functools.partial(session.sampling_unet, compiled=fast)
+    den = attribute_mix(ModelDenoiser(unet(session.base(base_id)), session.autocast_dtype),
+                        [ModelDenoiser(unet(m), session.autocast_dtype) for m in models], sched, edit.degree)
     out = ddim_generate(den, lat, t0, edit.s_gen, progress=sub(inv_steps), cancel=cancel)
     return out[:n].clamp(-1, 1).cpu()
 

@@ -33,6 +33,7 @@ class Session:
         self._shas: dict[str, str] = {}
         self._clips: dict[str, tuple] = {}
         self._attrs: dict[tuple, nn.Module] = {}
+        self._compiled: dict[int, object] = {}  # id(model) → CompiledUNet
         self._library = None
         self._cache = None
         self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
@@ -52,7 +53,7 @@ class Session:
             from ..zoo.loading import load_base
 
             model = load_base(base_id, self.device, progress=progress)
-            if self.settings.channels_last:  # attribute models and fine-tunes are copies, so they inherit it
+            if self.settings.channels_last(self.device.type):  # attribute models, fine-tunes: copies inherit it
                 model = model.to(memory_format=torch.channels_last)
             self._bases[base_id] = model.eval().requires_grad_(False)
         return self._bases[base_id]
@@ -114,6 +115,19 @@ class Session:
     def forget_attributes(self) -> None:
         """Drop materialised attributes (after a rename/delete/import changed the library)."""
         self._attrs.clear()
+        bases = [id(b) for b in self._bases.values()]
+        self._compiled = {k: v for k, v in self._compiled.items() if k in bases}
+
+    def sampling_unet(self, model: nn.Module, compiled: bool = False):
+        """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked
+        for on CUDA, where the bench showed it pays; the model itself otherwise."""
+        if not (compiled and self.device.type == "cuda"):
+            return model
+        if id(model) not in self._compiled:
+            from ..core.compiled import CompiledUNet
+
+            self._compiled[id(model)] = CompiledUNet(model)  # holds the model, so its id stays unique
+        return self._compiled[id(model)]
 
     # --- inversion with the latent cache ------------------------------------------------------
     def invert(
@@ -127,6 +141,7 @@ class Session:
         progress: Optional[Progress] = None,
         cancel: Optional[CancelToken] = None,
         use_cache: bool = True,
+        compiled: bool = False,
     ) -> torch.Tensor:
         """x_t0 for each image, inverting only those the latent cache does not hold (paper §3.1:
         latents are recycled across attributes)."""
@@ -137,7 +152,7 @@ class Session:
         found = self.cache.get_many(keys) if use_cache else [None] * len(keys)
         missing = [i for i, z in enumerate(found) if z is None]
         if missing:
-            den = ModelDenoiser(self.base(base_id), self.autocast_dtype)
+            den = ModelDenoiser(self.sampling_unet(self.base(base_id), compiled), self.autocast_dtype)
             latents = precompute_latents(
                 den, x0[missing], t0, s_for, batch_size=batch_size, autocast_dtype=self.autocast_dtype,
                 progress=progress, cancel=cancel,

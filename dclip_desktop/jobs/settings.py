@@ -24,12 +24,21 @@ class Settings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     precision: str = "auto"  # auto, fp32, bf16, fp16
     offline: bool = False
-    # NHWC convolutions; `dclip bench` measured 2.2× (demo) and 1.3× (DDPM-256) per UNet forward on 2 CPU cores
-    channels_last: bool = True
+    # auto, channels_last, contiguous. `dclip bench` measured NHWC 1.2–1.3× faster per UNet forward on
+    # 2 CPU cores, but 1.3× slower under bf16 on an H100, so auto means channels_last on CPU only.
+    memory_layout: str = "auto"
+    # torch.compile the UNets of batch edits on CUDA: 2.6× per forward on an H100 after 1–2 min of
+    # compiling per run, so it pays from a few hundred images (core/compiled.py)
+    compile_batches: bool = False
     library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
     cache_dir: Optional[str] = None  # latent cache; None: platform cache dir (or $DCLIP_LATENT_CACHE_DIR)
     preview_every: int = 2  # send a predicted-x0 preview every N sampling steps
     default_base: str = "demo-shapes"
+
+    def channels_last(self, device_type: str) -> bool:
+        if self.memory_layout == "auto":
+            return device_type == "cpu"
+        return self.memory_layout == "channels_last"
 
     @classmethod
     def load(cls) -> Settings:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAYOUTS = ("auto", "channels_last", "contiguous")
 
 
 class SettingsDialog(QDialog):
@@ -41,8 +42,12 @@ class SettingsDialog(QDialog):
         self.cache_dir.setPlaceholderText("default (platform cache folder)")
         self.offline = QCheckBox("Never touch the network (use only downloaded files)")
         self.offline.setChecked(bool(settings.offline))
-        self.channels_last = QCheckBox("Channels-last memory layout (faster convolutions; see dclip bench)")
-        self.channels_last.setChecked(bool(settings.channels_last))
+        self.memory_layout = QComboBox()
+        self.memory_layout.addItems(LAYOUTS)
+        self.memory_layout.setCurrentText(settings.memory_layout if settings.memory_layout in LAYOUTS else "auto")
+        self.memory_layout.setToolTip("auto: channels_last on a CPU, contiguous on a GPU (what dclip bench measured)")
+        self.compile_batches = QCheckBox("Compile the UNet for batch edits (CUDA: 1–2 min once per run, then faster)")
+        self.compile_batches.setChecked(bool(settings.compile_batches))
         self.preview_every = QSpinBox()
         self.preview_every.setRange(1, 100)
         self.preview_every.setValue(int(settings.preview_every))
@@ -53,7 +58,8 @@ class SettingsDialog(QDialog):
         form.addRow("Library folder", self._with_browse(self.library_dir))
         form.addRow("Latent cache folder", self._with_browse(self.cache_dir))
         form.addRow("Offline", self.offline)
-        form.addRow("Speed", self.channels_last)
+        form.addRow("Memory layout", self.memory_layout)
+        form.addRow("Batch speed", self.compile_batches)
         form.addRow("Live preview every", self.preview_every)
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)
@@ -74,6 +80,7 @@ class SettingsDialog(QDialog):
         return replace(
             self.settings, device=self.device.currentText().strip() or "auto", precision=self.precision.currentText(),
             library_dir=self.library_dir.text().strip() or None, cache_dir=self.cache_dir.text().strip() or None,
-            offline=self.offline.isChecked(), channels_last=self.channels_last.isChecked(),
+            offline=self.offline.isChecked(), memory_layout=self.memory_layout.currentText(),
+            compile_batches=self.compile_batches.isChecked(),
             preview_every=self.preview_every.value(),
         )

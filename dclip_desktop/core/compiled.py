@@ -1,0 +1,37 @@
+"""torch.compile for the fixed-shape sampling loops of batch edits (CUDA).
+
+`dclip bench` on an H100 (DDPM-256, bf16, batch 16): 5.0 → 1.95 ms per image per UNet forward,
+after 67–139 s of compiling per model and batch shape. That pays for a long batch, not for one
+interactive edit, so only the batch job uses it, and only when the user turns it on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class CompiledUNet:
+    """Calls torch.compile(model); if compiling fails (no Triton or C++ compiler on this machine),
+    it falls back to the eager model for good, so the work goes on, only slower."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.compiled = torch.compile(model, dynamic=False)  # batch jobs pad to one shape
+        self.failed: Optional[str] = None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor):
+        if self.failed is None:
+            try:
+                return self.compiled(x, t)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the job's own OOM handling applies; eager would not fit either
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: run eagerly instead
+                self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+                log.warning("torch.compile failed, running the UNet eagerly: %s", self.failed)
+        return self.model(x, t)
