@@ -27,7 +27,7 @@ class Settings:
     # auto, channels_last, contiguous. `dclip bench` measured NHWC 1.2–1.3× faster per UNet forward on
     # 2 CPU cores, but 1.3× slower under bf16 on an H100, so auto means channels_last on CPU only.
     memory_layout: str = "auto"
-    # torch.compile the UNets of batch edits on CUDA: 2.6× per forward on an H100 after 1–2 min of
+    # torch.compile the UNets of batch edits on CUDA: 2.5× per forward on an H100 after 1–2 min of
     # compiling per run, so it pays from a few hundred images (core/compiled.py)
     compile_batches: bool = False
     library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
