@@ -15,7 +15,7 @@ from torch import nn
 
 
 class LoRA(nn.Module):
-    """y = layer(x; W + (α/r)·B·A); B starts at zero so the wrapped model starts as the base."""
+    """y = base(x) + (α/r)·B(A(x)); B starts at zero so the wrapped model starts as the base."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float | None = None) -> None:
         super().__init__()
@@ -38,13 +38,10 @@ class LoRA(nn.Module):
         self.lora_B.to(dev, dt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Weight space, W + ΔW, one layer call: the activation-space form B(A(x)) adds two thin
-        # full-resolution layers per wrapped layer, which made LoRA 1.9× slower than full weights on
-        # an H100 (memory-bound rank-8 convs at 256²); ΔW costs one small matmul per layer.
-        w = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
-        if isinstance(self.base, nn.Conv2d):
-            return self.base._conv_forward(x, w, self.base.bias)  # honours padding_mode
-        return nn.functional.linear(x, w, self.base.bias)
+        # Activation space, not base(x; W + ΔW): the weight form makes backward compute the full
+        # weight gradient of every layer. `dclip bench` measured it 2.3× slower per LoRA epoch at
+        # 256² on a CPU (1.2× faster only on the tiny demo UNet, where call overhead dominates).
+        return self.base(x) + self.scale * self.lora_B(self.lora_A(x))
 
     def delta_weight(self) -> torch.Tensor:
         return lora_delta(self.lora_A.weight, self.lora_B.weight, self.scale, self.base.weight.shape)
