@@ -455,8 +455,9 @@ class Bench:
                 continue
             rper, rmem = refs[mode]
             rows.append({"mode": mode, "weights": "lora" if rank else "full",
-                         # full chain: per UNet pass; efficient: per block, on by default on CUDA only
-                         "checkpointing": len(v) == 2 and (mode == "full_chain" or dev.type == "cuda"),
+                         # full chain: per UNet pass; efficient: per block (the config's device rule)
+                         "checkpointing": cfg.checkpointing if mode == "full_chain"
+                         else cfg.uses_block_checkpointing(dev.type),
                          "images": p.n_train, "batch": p.batch_train, "s_gen": p.train_steps,
                          "seconds_per_epoch": dt, "s_per_image": dt / p.n_train,
                          "s_per_epoch_at_s_gen_6": dt * scale, "optimizer_steps": len(res.history),

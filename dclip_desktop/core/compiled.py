@@ -1,8 +1,8 @@
 """torch.compile for the fixed-shape sampling loops of batch edits (CUDA).
 
 `dclip bench` on an H100 (DDPM-256, bf16/fp16, batch 16): 5.0 → 2.0 ms per image per UNet forward,
-after 46–139 s of compiling per model and batch shape (less with a warm inductor cache). That pays for a long batch, not for one
-interactive edit, so only the batch job uses it, and only when the user turns it on.
+after 46–139 s of compiling per model and batch shape (less with a warm inductor cache). That pays
+for a long batch, not for one interactive edit, so only the batch job uses it, when the user asks.
 """
 
 from __future__ import annotations

@@ -52,6 +52,11 @@ class FinetuneConfig:
     batch_size: int = 8
     seed: int = 0
 
+    def uses_block_checkpointing(self, device_type: str) -> bool:
+        if self.mode != "efficient":
+            return False  # full chain checkpoints whole UNet passes instead (`checkpointing`)
+        return device_type == "cuda" if self.block_checkpointing is None else self.block_checkpointing
+
     def effective_lr(self) -> float:
         if self.lr is not None:
             return self.lr
@@ -184,15 +189,12 @@ def _eps(model: nn.Module, x: torch.Tensor, t: int, autocast_dtype: Optional[tor
     return ModelDenoiser(model, autocast_dtype)(x, t)
 
 
-def enable_block_checkpointing(model: nn.Module) -> bool:
+def enable_block_checkpointing(model: nn.Module) -> None:
     """Turn on per-block gradient checkpointing (diffusers models and ADMUNet both provide it, also
-    when wrapped, e.g. by ClassConditioned); False where no module offers it."""
-    found = False
+    when wrapped, e.g. by ClassConditioned)."""
     for m in model.modules():
         if hasattr(m, "enable_gradient_checkpointing"):
             m.enable_gradient_checkpointing()
-            found = True
-    return found
 
 
 def finetune(
@@ -222,10 +224,7 @@ def finetune(
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(base)
     model.train(False)  # no dropout/batch-norm noise: the chain must stay deterministic
-    block_ckpt = cfg.block_checkpointing
-    if block_ckpt is None:
-        block_ckpt = latents.device.type == "cuda"
-    if cfg.mode == "efficient" and block_ckpt:
+    if cfg.uses_block_checkpointing(latents.device.type):
         enable_block_checkpointing(model)
     if cfg.lora_rank is not None:
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha)

@@ -33,7 +33,7 @@ class Session:
         self._shas: dict[str, str] = {}
         self._clips: dict[str, tuple] = {}
         self._attrs: dict[tuple, nn.Module] = {}
-        self._compiled: dict[int, object] = {}  # id(model) → CompiledUNet
+        self._compiled: dict[nn.Module, object] = {}  # model → its CompiledUNet
         self._library = None
         self._cache = None
         self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
@@ -115,19 +115,18 @@ class Session:
     def forget_attributes(self) -> None:
         """Drop materialised attributes (after a rename/delete/import changed the library)."""
         self._attrs.clear()
-        bases = [id(b) for b in self._bases.values()]
-        self._compiled = {k: v for k, v in self._compiled.items() if k in bases}
+        self._compiled = {m: c for m, c in self._compiled.items() if m in self._bases.values()}
 
     def sampling_unet(self, model: nn.Module, compiled: bool = False):
         """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked
         for on CUDA, where the bench showed it pays; the model itself otherwise."""
         if not (compiled and self.device.type == "cuda"):
             return model
-        if id(model) not in self._compiled:
+        if model not in self._compiled:  # modules hash by identity
             from ..core.compiled import CompiledUNet
 
-            self._compiled[id(model)] = CompiledUNet(model)  # holds the model, so its id stays unique
-        return self._compiled[id(model)]
+            self._compiled[model] = CompiledUNet(model)
+        return self._compiled[model]
 
     # --- inversion with the latent cache ------------------------------------------------------
     def invert(
