@@ -38,6 +38,7 @@ def test_every_subcommand_has_help(capsys):
         (["finetune", "--base", "nope", "--src", "a", "--tgt", "b", "--name", "x"], "unknown base"),
         (["models", "download", "celebahq"], "dclip models download celebahq"),
         (["edit", "missing.png", "--attr", "nothing", "-o", "out.png"], "nothing"),
+        (["edit", "missing.png", "--attr", "a", "--schedule", "[[500,", "-o", "out.png"], "--schedule"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(argv, message, capsys):
@@ -75,6 +76,10 @@ def test_finetune_edit_info_reconstruct_on_the_demo_base(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["base_id"] == "demo-shapes"
+    # the coarse-to-fine split resolves to explicit rows in the metadata (one attribute: one band)
+    assert main(["edit", str(src), "--attr", "blue", "--schedule", "t0", "--s-for", "8", "--s-gen", "8", "-o",
+                 str(tmp_path / "split.png"), "-q"]) == 0
+    assert read_metadata(tmp_path / "split.png")["schedule"] == [[0, [1.0]]]
     # writing onto the input is refused
     assert main(["edit", str(src), "--attr", "blue", "-o", str(src), "-q"]) == 2
     assert main(["reconstruct", str(src), "-o", str(tmp_path / "recon.png"), "--t0", "200", "-q"]) == 0

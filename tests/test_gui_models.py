@@ -30,6 +30,12 @@ def test_mixing_validation_and_request(qapp):
     assert m.edit_kwargs()["schedule"] == [(500, [1.0, 0.0]), (0, [0.0, 1.0])]
     m.set_schedule_cell(1, 0, 100)
     assert "last schedule threshold must be 0" in m.validate()
+    # Split by t0: the coarser attribute takes the steps above the finer one's t0
+    m.rows[0].t0 = 600
+    m.equalize()
+    m.split_by_t0()
+    assert m.use_schedule and m.validate() is None
+    assert m.edit_kwargs()["schedule"] == [(401, [1.0, 0.0]), (0, [0.0, 1.0])]
     # a relisting keeps the ticks by id
     m.set_entries([_entry(0, "blue (renamed)"), _entry(1, "green")])
     assert [r.checked for r in m.rows] == [True, True]

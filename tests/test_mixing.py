@@ -51,6 +51,22 @@ def test_time_dependent_schedule_switches_models(models):
     assert (da.calls, db.calls) == (2, 4)
 
 
+def test_by_t0_gives_each_band_of_steps_to_the_finest_attribute_above_it(models):
+    # background t0 601, colour t0 301, a second colour-level attribute at 301 sharing its band by weight
+    sched = WeightSchedule.by_t0([301, 601, 301], [0.25, 0.5, 0.25])
+    sched.validate(3)
+    assert sched.rows == ((302, (0.0, 1.0, 0.0)), (0, (0.5, 0.0, 0.5)))
+    assert sched.at(601) == sched.at(302) == (0.0, 1.0, 0.0) and sched.at(301) == (0.5, 0.0, 0.5)
+    assert WeightSchedule.by_t0([400, 400], [0.3, 0.7]).rows == ((0, (0.3, 0.7)),)
+    orig, a, b = models
+    da, db = ModelDenoiser(a), ModelDenoiser(b)
+    _gen(MixtureDenoiser([da, db], WeightSchedule.by_t0([300, 120], [0.5, 0.5])), torch.randn(1, 3, 16, 16))
+    # grid for (300, 6): 300, 240, 180 above 120; 120, 60, 0 for the finer attribute
+    assert (da.calls, db.calls) == (3, 3)
+    with pytest.raises(ValueError, match="no positive weight"):
+        WeightSchedule.by_t0([600, 300], [1.0, 0.0])
+
+
 @pytest.mark.parametrize(
     "rows, n, message",
     [

@@ -3,7 +3,6 @@ disk filled up, 2 user error, 130 cancelled (Ctrl-C stops between diffusion step
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -76,15 +75,10 @@ def _print_summary(summary, stream=sys.stdout) -> None:
 def cmd_batch(args) -> int:
     from ..core.cancel import Cancelled, CancelToken
     from ..jobs.batch_job import BatchRequest, DiskFullError, run_batch
-    from ..jobs.edit_job import EditRequest, parse_attribute_args
-    from ..jobs.errors import JobError
+    from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
     from .edit_cmds import _session
 
-    try:
-        schedule = json.loads(args.schedule) if args.schedule else None
-    except ValueError as exc:
-        raise JobError(f"--schedule is not valid JSON ({exc})") from None
-    edit = EditRequest(attributes=parse_attribute_args(args.attr), schedule=schedule, degree=args.degree,
+    edit = EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule), degree=args.degree,
                        t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size)
     req = BatchRequest(args.input_dir, args.output_dir, edit, recursive=args.recursive, fit=args.fit,
                        paste_back=args.paste_back, resume=args.resume, batch_size=args.batch_size, seed=args.seed,
@@ -128,7 +122,8 @@ def register(sub) -> None:
     p.add_argument("output_dir", metavar="OUT_DIR")
     p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable; weights sum to 1")
     p.add_argument("--degree", type=float, default=1.0, help="degree of change γ in [0, 1] (default 1)")
-    p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]"')
+    p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]", or "t0": '
+                   "each step to the attribute with the smallest t0 above it (coarse to fine)")
     p.add_argument("--recursive", action="store_true", help="include subfolders (mirrored in OUT_DIR)")
     p.add_argument("--fit", choices=FIT_POLICIES, default="center-crop", help="how to fit non-square images")
     p.add_argument("--paste-back", dest="paste_back", action="store_true",

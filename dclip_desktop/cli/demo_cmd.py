@@ -28,7 +28,7 @@ def cmd_demo(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="sample demo scenes, fine-tune one attribute, edit held-out scenes, measure")
     p.add_argument("--out", default="dclip-demo", help="output folder for the grid PNG and metrics JSON")
-    p.add_argument("--preset", default="red", help="demo preset: red, circle or 'white background' (default red)")
+    p.add_argument("--preset", default="red", help="demo preset: red, circle or 'gray background' (default red)")
     p.add_argument("--train", type=int, default=48, help="training scenes (default 48)")
     p.add_argument("--eval", type=int, default=16, help="held-out scenes to edit (default 16)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tune epochs (default: the preset's)")

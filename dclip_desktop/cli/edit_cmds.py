@@ -86,10 +86,9 @@ def cmd_finetune(args) -> int:
 
 
 def _edit_request(args, session):
-    from ..jobs.edit_job import EditRequest, parse_attribute_args
+    from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
 
-    schedule = json.loads(args.schedule) if args.schedule else None
-    return EditRequest(attributes=parse_attribute_args(args.attr), schedule=schedule, degree=args.degree,
+    return EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule), degree=args.degree,
                        t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
 
 
@@ -195,7 +194,8 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable; weights sum to 1")
     p.add_argument("--degree", type=float, default=1.0, help="degree of change γ in [0, 1] (default 1)")
-    p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]"')
+    p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]", or "t0": '
+                   "each step to the attribute with the smallest t0 above it (coarse to fine)")
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40)

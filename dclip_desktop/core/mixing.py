@@ -64,6 +64,28 @@ class WeightSchedule:
     def of(cls, rows: Sequence[tuple[int, Sequence[float]]]) -> WeightSchedule:
         return cls(tuple((int(th), tuple(float(w) for w in ws)) for th, ws in rows))
 
+    @classmethod
+    def by_t0(cls, t0s: Sequence[int], weights: Sequence[float]) -> WeightSchedule:
+        """Coarse to fine: each step t goes to the attribute(s) with the smallest t0 ≥ t.
+
+        An attribute only ever learned steps t ≤ its t0, and a large-t0 change (background, shape)
+        is settled in the early, noisy steps while a small-t0 one (colour) acts late. Giving each
+        band of steps wholly to one attribute applies each at full strength instead of the halved
+        strength of constant weights. Attributes sharing a t0 share its band by their weights.
+        """
+        if len(t0s) != len(weights) or not t0s:
+            raise ValueError(f"by_t0 needs one weight per attribute, got {len(t0s)} t0s and {len(weights)} weights")
+        levels = sorted({int(t) for t in t0s}, reverse=True)
+        rows = []
+        for k, level in enumerate(levels):
+            owners = [w if int(t) == level else 0.0 for t, w in zip(t0s, weights)]
+            total = sum(owners)
+            if not total > 0:
+                raise ValueError(f"the attributes with t0 {level} have no positive weight")
+            threshold = levels[k + 1] + 1 if k + 1 < len(levels) else 0
+            rows.append((threshold, [w / total for w in owners]))
+        return cls.of(rows)
+
     def validate(self, n_models: int) -> None:
         if not self.rows:
             raise ValueError("the mixing schedule has no rows")

@@ -10,7 +10,7 @@ from . import world
 
 
 def scene_overrides(text: str) -> dict:
-    """World overrides that make scenes match a preset's source text ("red", "circle", "white background")."""
+    """World overrides that make scenes match a preset's source text ("red", "circle", "gray background")."""
     words = text.lower().split()
     out = {}
     for w in words:

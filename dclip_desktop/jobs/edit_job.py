@@ -3,8 +3,9 @@ the reconstruction check. Used by `dclip edit`/`dclip reconstruct`, the GUI and 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -18,12 +19,15 @@ from .errors import JobError
 from .progress import JobProgress, phase
 from .session import Session
 
+BY_T0 = "t0"  # the schedule that splits the steps between attributes by their t0
+
 
 @dataclass
 class EditRequest:
     attributes: list[tuple[str, float]]  # (library name or id, weight); weights sum to 1
     base_id: Optional[str] = None  # None: the attributes' base
-    schedule: Optional[list[tuple[int, list[float]]]] = None  # γ_i(t) rows; None: constant weights
+    # γ_i(t) rows; None: constant weights; BY_T0: coarse to fine by the attributes' t0 (WeightSchedule.by_t0)
+    schedule: Union[None, str, list[tuple[int, list[float]]]] = None
     degree: float = 1.0  # γ of the continuous transition toward the original model
     t0: Optional[int] = None  # None: the largest t0 among the attributes used
     s_for: int = 40
@@ -54,6 +58,18 @@ def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
     return out
 
 
+def parse_schedule_arg(text: Optional[str]):
+    """--schedule: JSON rows '[[500,[1,0]],[0,[0.5,0.5]]]', or 't0' for the coarse-to-fine split."""
+    if not text:
+        return None
+    if text.strip() == BY_T0:
+        return BY_T0
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise JobError(f"--schedule is neither '{BY_T0}' nor valid JSON rows ({exc})") from None
+
+
 def resolve(session: Session, req: EditRequest):
     """Validate the request against the library; returns (base_id, entries, models, schedule, t0)."""
     if not req.attributes:
@@ -68,7 +84,12 @@ def resolve(session: Session, req: EditRequest):
     if bases != {base_id}:
         raise JobError(f"attributes belong to base(s) {sorted(bases)}, not to '{base_id}'")
     weights = [w for _, w in req.attributes]
-    sched = WeightSchedule.of(req.schedule) if req.schedule else WeightSchedule.constant(weights)
+    if req.schedule == BY_T0:
+        sched = WeightSchedule.by_t0([int(e.t0) for e in entries], weights)
+    elif isinstance(req.schedule, str):
+        raise JobError(f"unknown schedule {req.schedule!r}: give JSON rows or '{BY_T0}'")
+    else:
+        sched = WeightSchedule.of(req.schedule) if req.schedule else WeightSchedule.constant(weights)
     sched.validate(len(models))
     used = [e for i, e in enumerate(entries) if any(ws[i] != 0 for _, ws in sched.rows)]
     t0 = req.t0 if req.t0 is not None else max(int(e.t0) for e in used)

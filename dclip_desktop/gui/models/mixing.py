@@ -97,6 +97,22 @@ class MixingModel(QObject):
         self.schedule = [[500, list(w)], [0, list(w)]]
         self._changed()
 
+    def split_by_t0(self) -> None:
+        """Coarse to fine: each band of steps to the ticked attribute with the smallest t0 above it."""
+        from ...core.mixing import WeightSchedule  # lazily: the panel must not pull torch in at start-up
+
+        rows = self.checked()
+        if not rows:
+            return
+        try:
+            sched = WeightSchedule.by_t0([r.t0 for r in rows], [r.weight for r in rows])
+        except ValueError as exc:
+            self.set_engine_message(str(exc))
+            return
+        self.schedule = [[th, list(ws)] for th, ws in sched.rows]
+        self.use_schedule = True
+        self._changed()
+
     def add_schedule_row(self) -> None:
         n = len(self.checked())
         top = self.schedule[0][0] if self.schedule else 0

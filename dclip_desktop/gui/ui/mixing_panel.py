@@ -55,12 +55,16 @@ class MixingPanel(QWidget):
         rem.clicked.connect(lambda: self.table.currentRow() >= 0 and model.remove_schedule_row(self.table.currentRow()))
         reset = QPushButton("Reset")
         reset.clicked.connect(model.reset_schedule)
+        split = QPushButton("Split by t0")
+        split.setToolTip("Coarse to fine: the attribute with the largest t0 takes the early, noisy steps, each\n"
+                         "other one the steps below its own t0; each acts at full strength in its band.")
+        split.clicked.connect(model.split_by_t0)
         self.schedule_box = QWidget()
         sl = QVBoxLayout(self.schedule_box)
         sl.setContentsMargins(0, 0, 0, 0)
         sl.addWidget(self.table)
         br = QHBoxLayout()
-        for b in (add, rem, reset):
+        for b in (add, rem, reset, split):
             br.addWidget(b)
         br.addStretch(1)
         sl.addLayout(br)
