@@ -78,8 +78,8 @@ def cmd_batch(args) -> int:
     from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
     from .edit_cmds import _session
 
-    edit = EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule), degree=args.degree,
-                       t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size)
+    edit = EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule),
+                       degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size)
     req = BatchRequest(args.input_dir, args.output_dir, edit, recursive=args.recursive, fit=args.fit,
                        paste_back=args.paste_back, resume=args.resume, batch_size=args.batch_size, seed=args.seed,
                        force=args.force)
