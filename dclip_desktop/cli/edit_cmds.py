@@ -88,8 +88,8 @@ def cmd_finetune(args) -> int:
 def _edit_request(args, session):
     from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
 
-    return EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule), degree=args.degree,
-                       t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
+    return EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule),
+                       degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
 
 
 def cmd_edit(args) -> int:
