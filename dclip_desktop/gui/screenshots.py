@@ -51,6 +51,17 @@ def _scene(path: Path) -> Path:
     return path
 
 
+def _red_scenes(folder: Path, n: int = 24) -> Path:
+    from ..demo import world
+    from ..jobs.images import save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x, _, _ = world.make_scenes(range(n), color="red")
+    for i, img in enumerate(x):
+        save_png(img, folder / f"red-{i:02d}.png")
+    return folder
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = Path(argv[0] if argv else "resources/screenshots")
@@ -73,14 +84,15 @@ def main(argv=None) -> int:
         w.last_error_box.close()
     p = w.prompt
     if not w.mixing.rows and w.doc.input is not None:
-        p.source_edit.setText("red circle")
-        p.target_edit.setText("blue circle")
+        # the demo's Red → blue preset, trained on a folder of red scenes (about a minute on a CPU)
+        presets = [p.preset_combo.itemData(i) for i in range(p.preset_combo.count())]
+        red = next((i for i, pr in enumerate(presets) if pr is not None and pr.source == "red"), None)
+        if red is not None:
+            p.preset_combo.setCurrentIndex(red)
+            p._on_preset(red)
         p.name_edit.setText("blue")
-        p.t0_spin.setValue(400)
-        p.s_for.setValue(20)
-        p.s_gen.setValue(6)
-        p.sample_count.setValue(8)
-        p.lora.setValue(4)
+        p.folder_edit.setText(str(_red_scenes(tmp / "train")))
+        p.folder_radio.setChecked(True)
         if p.start():
             _wait(app, c.busy_changed, 600, lambda busy: not busy)
     if w.mixing.rows and w.doc.input is not None:
@@ -114,6 +126,8 @@ def main(argv=None) -> int:
     _settle(app)
     w.grab().save(str(out / "painting.png"))
     w.tabs.setCurrentIndex(0)
+    if w.mixing.checked():
+        w.mixing.split_by_t0()  # show the schedule editor, filled by Split by t0
     w.mixing_dock.raise_()
     _settle(app)
     w.mixing_dock.grab().save(str(out / "mixing.png"))
