@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor
 
 from tests.gui_helpers import close_boxes, needs_engine
@@ -151,6 +151,12 @@ def test_paint_generate_mix_and_library_ops(qtbot, window, tmp_path):
     w.mixing.set_weight("green", 0.9)
     assert "sum to 1" in w.mixing_panel.message.text() and not w.mixing_panel.apply_button.isEnabled()
     w.mixing.equalize()
+    # the schedule editor's Split by t0 (both attributes were trained at t0 300: one band, shared)
+    w.mixing_panel.schedule_check.setChecked(True)
+    qtbot.mouseClick(w.mixing_panel.split_button, Qt.MouseButton.LeftButton)
+    assert w.mixing.edit_kwargs()["schedule"] == [(0, [0.5, 0.5])] and w.mixing_panel.table.rowCount() == 1
+    assert w.mixing_panel.table.item(0, 0).text() == "0" and w.mixing_panel.message.text() == ""
+    w.mixing_panel.schedule_check.setChecked(False)
     # paint strokes → candidates
     w.tabs.setCurrentWidget(w.paint_panel)
     pm = w.paint

@@ -55,7 +55,7 @@ class MixingPanel(QWidget):
         rem.clicked.connect(lambda: self.table.currentRow() >= 0 and model.remove_schedule_row(self.table.currentRow()))
         reset = QPushButton("Reset")
         reset.clicked.connect(model.reset_schedule)
-        split = QPushButton("Split by t0")
+        self.split_button = split = QPushButton("Split by t0")
         split.setToolTip("Coarse to fine: the attribute with the largest t0 takes the early, noisy steps, each\n"
                          "other one the steps below its own t0; each acts at full strength in its band.")
         split.clicked.connect(model.split_by_t0)
