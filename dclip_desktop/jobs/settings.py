@@ -24,8 +24,9 @@ class Settings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     precision: str = "auto"  # auto, fp32, bf16, fp16
     offline: bool = False
-    # auto, channels_last, contiguous. `dclip bench` measured NHWC 1.2–1.3× faster per UNet forward on
-    # 2 CPU cores, but 1.3× slower under bf16 on an H100, so auto means channels_last on CPU only.
+    # auto, channels_last, contiguous. `dclip bench` measured NHWC 1.2× faster per UNet forward on the
+    # demo UNet on 2 CPU cores (about even, 0.98–1.02×, at 256²) but 1.3× slower under bf16 on an H100,
+    # so auto means channels_last on CPU only.
     memory_layout: str = "auto"
     # torch.compile the UNets of batch edits on CUDA: 2.5× per forward on an H100 after 1–2 min of
     # compiling per run, so it pays from a few hundred images (core/compiled.py)
