@@ -28,9 +28,12 @@ def test_compiled_unet_matches_eager_or_falls_back():
     assert fast.failed is None or isinstance(fast.failed, str)
 
 
-def test_compile_setting_is_a_no_op_off_cuda():
-    """The batch setting only applies on CUDA (where the bench measured it): a CPU session samples
-    with the model itself."""
+def test_compile_setting_wraps_each_model_once():
+    """The batch setting compiles each UNet once per session (kept for later batches); without it a
+    session samples with the model itself."""
     s = Session(Settings(device="cpu", compile_batches=True))
     base = s.base("demo-shapes")
-    assert s.sampling_unet(base, compiled=True) is base
+    fast = s.sampling_unet(base, compiled=True)
+    assert isinstance(fast, CompiledUNet) and fast.model is base
+    assert s.sampling_unet(base, compiled=True) is fast
+    assert s.sampling_unet(base, compiled=False) is base

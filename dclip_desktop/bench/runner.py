@@ -197,7 +197,8 @@ class Bench:
                  compile_models: bool = False, log: Callable[[str], None] = print) -> None:
         self.config, self.quick, self.device = config, quick, device
         self.precision_arg = precision
-        self.compile = compile_models and device.type == "cuda"
+        # CUDA: inductor + Triton; CPU: inductor's C++ backend with frozen weights (core/compiled.py)
+        self.compile = compile_models and device.type in ("cuda", "cpu")
         self.log = log
         self.plan = make_plan(config, quick, device)
         self.mem_kind = PeakMemory(device).kind
@@ -310,9 +311,14 @@ class Bench:
         rows[-1]["kept"] = self.channels_last
         if self.compile:
             try:
-                compiled = torch.compile(cl_model if self.channels_last else copy.deepcopy(self.base_ref))
+                from ..core.compiled import CompiledUNet
+
+                compiled = CompiledUNet(cl_model if self.channels_last else copy.deepcopy(self.base_ref))
                 xin = self.fmt(xb)
-                t_c, _, _ = timed(lambda: ModelDenoiser(compiled, self.dtype)(xin, 100), dev)
+                with precision_context(self.precision, dev), torch.no_grad():  # compiled for inference
+                    t_c, _, _ = timed(lambda: ModelDenoiser(compiled, self.dtype)(xin, 100), dev)
+                if compiled.failed:
+                    raise RuntimeError(compiled.failed)
                 rate(compiled, xin, self.dtype, self.precision, "+ torch.compile")
                 rows[-1]["compile_s"] = t_c
                 rows[-1]["kept"] = False
@@ -348,6 +354,19 @@ class Bench:
                "ratio": ref_inv_per / (dt / p.n_invert)}
         pre = {"s_per_image": dt / p.n_invert, "reference_s_per_image": ref_pre_per,
                "reference_includes": "inversion + reconstruction pass", "ratio": ref_pre_per / (dt / p.n_invert)}
+        if self.compile:
+            from ..core.compiled import CompiledUNet
+
+            den = ModelDenoiser(CompiledUNet(self.base_opt), self.dtype)
+            with precision_context(self.precision, dev), torch.no_grad():  # compile for the batch shape
+                t_c, _, _ = timed(lambda: den(x[: p.batch_invert], 0), dev)
+                cdt, cmem, _ = timed(lambda: precompute_latents(den, x, T0, p.inv_steps, batch_size=p.batch_invert),
+                                     dev)
+            if den.model.failed:
+                self.log(f"  torch.compile failed: {den.model.failed}")
+            else:
+                inv["compiled"] = {"seconds": cdt, "images_per_s": p.n_invert / cdt, "peak_mem": cmem,
+                                   "compile_s": t_c, "ratio": ref_inv_per / (cdt / p.n_invert)}
         return inv, pre
 
     def edits(self) -> list[dict]:
@@ -513,11 +532,16 @@ class Bench:
             "finetune_ratio_min": min(ft_ratio.values()),
             "finetune_goal": 3.0,
             "inversion_ratio": inv["ratio"],
-            "edit_ratio_min": min(r["ratio"] for r in edits),
+            "edit_ratio_min": min(r["ratio"] for r in edits if not r.get("compiled")),
             "inversion_edit_goal": 2.0,
         }
         acceptance["finetune_ok"] = acceptance["finetune_ratio_default (efficient+LoRA)"] >= 3.0
         acceptance["inversion_edit_ok"] = min(inv["ratio"], acceptance["edit_ratio_min"]) >= 2.0
+        compiled_edits = [r["ratio"] for r in edits if r.get("compiled")]
+        if "compiled" in inv and compiled_edits:  # what `dclip batch --compile` runs
+            acceptance["inversion_ratio_compiled"] = inv["compiled"]["ratio"]
+            acceptance["edit_ratio_min_compiled"] = min(compiled_edits)
+            acceptance["inversion_edit_ok_compiled"] = min(inv["compiled"]["ratio"], min(compiled_edits)) >= 2.0
         return {
             "schema": SCHEMA, "config": self.config, "quick": self.quick,
             "device": str(self.device), "device_name": describe(self.device), "torch": torch.__version__,
@@ -527,7 +551,8 @@ class Bench:
             "plan": asdict(p), "t0": T0, "templates": len(self.templates), "memory_kind": self.mem_kind,
             "settings": {"precision": self.precision, "channels_last": self.channels_last,
                          "batch_invert": p.batch_invert, "batch_edit": p.batch_edit, "batch_train": p.batch_train,
-                         "lora_rank": LORA_RANK, "torch_compile": False},
+                         "lora_rank": LORA_RANK, "torch_compile": self.compile,
+                         "torch_compile_rows": "compiled inversion and edit rows beside the eager ones"},
             "precision_guard": guard, "ablation": abl, "inversion": inv, "precompute": pre, "edits": edits,
             "finetune": ft, "attribute": attribute, "acceptance": acceptance,
             "stages_s": dict(steps), "wall_s": time.perf_counter() - t_all,
@@ -579,6 +604,11 @@ def table(result: dict) -> str:
     rows.append((f"inversion S_for {inv['s_for']} (img/s)", f"{inv['images_per_s']:.2f}",
                  f"{inv['reference']['images_per_s']:.2f}", f"{inv['ratio']:.2f}×",
                  f"{_fmt_mem(inv['peak_mem'])} / {_fmt_mem(inv['reference']['peak_mem'])}"))
+    if "compiled" in inv:
+        c = inv["compiled"]
+        rows.append((f"inversion S_for {inv['s_for']} compiled ({c['compile_s']:.0f} s once)",
+                     f"{c['images_per_s']:.2f}", f"{inv['reference']['images_per_s']:.2f}", f"{c['ratio']:.2f}×",
+                     f"{_fmt_mem(c['peak_mem'])} / {_fmt_mem(inv['reference']['peak_mem'])}"))
     pre = result["precompute"]
     rows.append(("precompute (s/img, ref +recon)", f"{pre['s_per_image']:.3f}", f"{pre['reference_s_per_image']:.3f}",
                  f"{pre['ratio']:.2f}×", ""))
@@ -625,6 +655,10 @@ def table(result: dict) -> str:
     lines.append(f"acceptance: fine-tune (efficient+LoRA) {acc['finetune_ratio_default (efficient+LoRA)']:.2f}× "
                  f"(goal ≥ 3: {'met' if acc['finetune_ok'] else 'NOT met'}); inversion {acc['inversion_ratio']:.2f}×, "
                  f"edit min {acc['edit_ratio_min']:.2f}× (goal ≥ 2: {'met' if acc['inversion_edit_ok'] else 'NOT met'})")
+    if "inversion_ratio_compiled" in acc:
+        lines.append(f"  compiled: inversion {acc['inversion_ratio_compiled']:.2f}×, edit min "
+                     f"{acc['edit_ratio_min_compiled']:.2f}× (goal ≥ 2: "
+                     f"{'met' if acc['inversion_edit_ok_compiled'] else 'NOT met'})")
     if result["device"].startswith("cuda"):
         lines.extend(gpu_goals(result))
     return "\n".join(lines)

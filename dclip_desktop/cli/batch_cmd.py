@@ -137,7 +137,7 @@ def register(sub) -> None:
     p.add_argument("--s-for", dest="s_for", type=int, default=40, help="inversion steps S_for (default 40)")
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40, help="generation steps S_gen (default 40)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNets (CUDA; 1–2 min once, then faster: pays for long batches;"
-                        " also Settings → compile_batches)")
+                   help="torch.compile the UNets (CUDA, or a CPU with a C++ compiler; 1–2 min once, then"
+                        " faster: pays for long batches; also Settings → compile_batches)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_batch)

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--precision", dest="bench_precision", default=None,
                    help="auto (guarded choice), fp32, tf32, bf16 or fp16 (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (CUDA, or CPU with a C++ compiler)")
     p.set_defaults(func=_run)
 
 

@@ -118,9 +118,10 @@ class Session:
         self._compiled = {m: c for m, c in self._compiled.items() if m in self._bases.values()}
 
     def sampling_unet(self, model: nn.Module, compiled: bool = False):
-        """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked
-        for on CUDA, where the bench showed it pays; the model itself otherwise."""
-        if not (compiled and self.device.type == "cuda"):
+        """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked for on
+        CUDA or a CPU, where the bench showed it pays; the model itself otherwise (MPS: inductor's
+        support there is partial)."""
+        if not (compiled and self.device.type in ("cuda", "cpu")):
             return model
         if model not in self._compiled:  # modules hash by identity
             from ..core.compiled import CompiledUNet

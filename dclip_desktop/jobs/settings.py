@@ -28,8 +28,9 @@ class Settings:
     # demo UNet on 2 CPU cores (about even, 0.98–1.02×, at 256²) but 1.3× slower under bf16 on an H100,
     # so auto means channels_last on CPU only.
     memory_layout: str = "auto"
-    # torch.compile the UNets of batch edits on CUDA: 2.5× per forward on an H100 after 1–2 min of
-    # compiling per run, so it pays from a few hundred images (core/compiled.py)
+    # torch.compile the UNets of batch edits (CUDA, or a CPU with a C++ compiler): 2.5× per forward on
+    # an H100, 1.35–1.75× on 2 CPU cores, after 1–2 min of compiling per model and run, so it pays from
+    # a few hundred images (core/compiled.py)
     compile_batches: bool = False
     library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
     cache_dir: Optional[str] = None  # latent cache; None: platform cache dir (or $DCLIP_LATENT_CACHE_DIR)

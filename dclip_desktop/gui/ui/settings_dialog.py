@@ -46,7 +46,7 @@ class SettingsDialog(QDialog):
         self.memory_layout.addItems(LAYOUTS)
         self.memory_layout.setCurrentText(settings.memory_layout if settings.memory_layout in LAYOUTS else "auto")
         self.memory_layout.setToolTip("auto: channels_last on a CPU, contiguous on a GPU (what dclip bench measured)")
-        self.compile_batches = QCheckBox("Compile the UNet for batch edits (CUDA: 1–2 min once per run, then faster)")
+        self.compile_batches = QCheckBox("Compile the UNet for batch edits (1–2 min once per run, then faster)")
         self.compile_batches.setChecked(bool(settings.compile_batches))
         self.preview_every = QSpinBox()
         self.preview_every.setRange(1, 100)
