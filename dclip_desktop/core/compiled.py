@@ -3,7 +3,8 @@
 `dclip bench` on an H100 (DDPM-256, bf16/fp16, batch 16): 5.0 → 2.0 ms per image per UNet forward,
 after 46–139 s of compiling per model and batch shape (less with a warm inductor cache). On a 2-core
 CPU, inductor with weight freezing (folded, oneDNN-prepacked weights, fused GroupNorm/SiLU) made a
-DDPM-256 forward 1.4–1.75× faster after 80–120 s of compiling. Either way that pays for a long batch,
+DDPM-256 forward 1.15–1.75× faster across runs (bench edits 1.31×) after 80–120 s of compiling, and
+the demo UNet's 1.35–1.46× after 60 s. Either way that pays for a long batch,
 not for one interactive edit, so only the batch job uses it, when the user asks.
 """
 

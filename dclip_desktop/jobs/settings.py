@@ -29,7 +29,7 @@ class Settings:
     # so auto means channels_last on CPU only.
     memory_layout: str = "auto"
     # torch.compile the UNets of batch edits (CUDA, or a CPU with a C++ compiler): 2.5× per forward on
-    # an H100, 1.35–1.75× on 2 CPU cores, after 1–2 min of compiling per model and run, so it pays from
+    # an H100, 1.15–1.75× on 2 CPU cores, after 1–2 min of compiling per model and run, so it pays from
     # a few hundred images (core/compiled.py)
     compile_batches: bool = False
     library_dir: Optional[str] = None  # None: platform data dir (or $DCLIP_LIBRARY_DIR)
