@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,31 @@ def test_refuses_to_write_into_the_input(engine, tmp_path):
         run_batch(session, _request(src, src / "sub", recursive=True))
     assert main(["batch", str(src), str(src), "--attr", "rnd"]) == 2
     assert sorted(p.name for p in src.rglob("*")) == ["sub", "x.png"]
+
+
+def test_compiled_batch_writes_the_same_images(engine, tmp_path):
+    """Settings → compile for batches (inductor with frozen weights on a CPU) changes speed, not
+    results: the same folder edited with and without it gives the same pixels (±1 level)."""
+    import shutil
+
+    from dclip_desktop.jobs.batch_job import run_batch
+    from dclip_desktop.jobs.session import Session
+
+    session, _ = engine
+    src = tmp_path / "in"
+    shutil.copytree(ROOT / "resources" / "samples", src)
+    eager = run_batch(session, _request(src, tmp_path / "eager", batch_size=2))
+    # a session of its own: no cached latents, so the compiled base does the inversion too
+    fast_session = Session(replace(session.settings, compile_batches=True, cache_dir=str(tmp_path / "latents")))
+    fast = run_batch(fast_session, _request(src, tmp_path / "fast", batch_size=2))
+    assert eager.done == fast.done == len(list(src.glob("*.png")))
+    for a in sorted((tmp_path / "eager").glob("*.png")):
+        b = tmp_path / "fast" / a.name
+        pa, pb = (np.asarray(Image.open(f).convert("RGB"), dtype=np.int16) for f in (a, b))
+        assert np.abs(pa - pb).max() <= 1, a.name
+    wrapper = fast_session.sampling_unet(fast_session.base("demo-shapes"), compiled=True)
+    if shutil.which("c++") or shutil.which("g++"):  # a compiler here: it must have compiled, not fallen back
+        assert wrapper.failed is None, wrapper.failed
 
 
 def test_paste_back_geometry():
