@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 
 from ..core.clip_loss import IMAGENET_TEMPLATES, DirectionalCLIPLoss
+from ..core.compiled import CompiledUNet, compiles_on
 from ..core.ddim import ddim_generate, ddim_invert
 from ..core.finetune import EditLoss, FinetuneConfig, finetune, precompute_latents
 from ..core.mixing import ModelDenoiser
@@ -198,7 +199,7 @@ class Bench:
         self.config, self.quick, self.device = config, quick, device
         self.precision_arg = precision
         # CUDA: inductor + Triton; CPU: inductor's C++ backend with frozen weights (core/compiled.py)
-        self.compile = compile_models and device.type in ("cuda", "cpu")
+        self.compile = compile_models and compiles_on(device.type)
         self.log = log
         self.plan = make_plan(config, quick, device)
         self.mem_kind = PeakMemory(device).kind
@@ -311,8 +312,6 @@ class Bench:
         rows[-1]["kept"] = self.channels_last
         if self.compile:
             try:
-                from ..core.compiled import CompiledUNet
-
                 compiled = CompiledUNet(cl_model if self.channels_last else copy.deepcopy(self.base_ref))
                 xin = self.fmt(xb)
                 with precision_context(self.precision, dev), torch.no_grad():  # compiled for inference
@@ -355,8 +354,6 @@ class Bench:
         pre = {"s_per_image": dt / p.n_invert, "reference_s_per_image": ref_pre_per,
                "reference_includes": "inversion + reconstruction pass", "ratio": ref_pre_per / (dt / p.n_invert)}
         if self.compile:
-            from ..core.compiled import CompiledUNet
-
             den = ModelDenoiser(CompiledUNet(self.base_opt), self.dtype)
             with precision_context(self.precision, dev), torch.no_grad():  # compile for the batch shape
                 t_c, _, _ = timed(lambda: den(x[: p.batch_invert], 0), dev)
@@ -372,8 +369,6 @@ class Bench:
     def edits(self) -> list[dict]:
         rows = self._edit_rows(self.base_opt, self.tuned_opt)
         if self.compile:  # what the batch job's compile_batches setting runs (core/compiled.py)
-            from ..core.compiled import CompiledUNet
-
             base_c, tuned_c = CompiledUNet(self.base_opt), CompiledUNet(self.tuned_opt)
             x = self.fmt(self.images[: self.plan.batch_edit])
             with precision_context(self.precision, self.device):  # compile both for the batch shape

@@ -19,6 +19,12 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def compiles_on(device_type: str) -> bool:
+    """Where compiling is offered: CUDA and CPUs, where the bench measured it pays. Not MPS, where
+    inductor's support is partial."""
+    return device_type in ("cuda", "cpu")
+
+
 def compile_options(device_type: str) -> Optional[dict]:
     """Inductor options per device. CPU: freeze the weights. Freezing bakes the parameter values into
     the compiled graph, which is right here because sampling runs under no_grad and the models we

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..core.cancel import CancelToken, Progress
+from ..core.compiled import CompiledUNet, compiles_on
 from ..core.finetune import precompute_latents
 from ..core.mixing import ModelDenoiser
 from .images import image_sha256
@@ -33,7 +34,7 @@ class Session:
         self._shas: dict[str, str] = {}
         self._clips: dict[str, tuple] = {}
         self._attrs: dict[tuple, nn.Module] = {}
-        self._compiled: dict[nn.Module, object] = {}  # model → its CompiledUNet
+        self._compiled: dict[nn.Module, CompiledUNet] = {}
         self._library = None
         self._cache = None
         self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
@@ -118,14 +119,11 @@ class Session:
         self._compiled = {m: c for m, c in self._compiled.items() if m in self._bases.values()}
 
     def sampling_unet(self, model: nn.Module, compiled: bool = False):
-        """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked for on
-        CUDA or a CPU, where the bench showed it pays; the model itself otherwise (MPS: inductor's
-        support there is partial)."""
-        if not (compiled and self.device.type in ("cuda", "cpu")):
+        """`model` as a sampling loop calls it: torch.compiled (once per model, kept) when asked for
+        on a device where compiling pays (`compiles_on`); the model itself otherwise."""
+        if not (compiled and compiles_on(self.device.type)):
             return model
         if model not in self._compiled:  # modules hash by identity
-            from ..core.compiled import CompiledUNet
-
             self._compiled[model] = CompiledUNet(model)
         return self._compiled[model]
 

@@ -137,10 +137,11 @@ def save_unet(ema, args, step, t_start, dev) -> dict:
     info = dict(steps=step, init=args.init, batch=args.batch, lr=args.lr, ema=args.ema, pool=args.pool,
                 seconds=round(time.time() - t_start, 1), device=str(torch.cuda.get_device_name(0)
                                                                     if dev.type == "cuda" else "cpu"))
-    init_json = Path(args.init or args.out) / "unet_train.json"
-    if args.init and Path(args.init).resolve() != Path(args.out).resolve() and init_json.is_file():
-        # keep the lineage of a continued run
-        info["init_run"] = json.loads(init_json.read_text())
+    # keep the lineage of a continued run (unless it continues in place: that file is this run's own)
+    if args.init and Path(args.init).resolve() != Path(args.out).resolve():
+        init_json = Path(args.init) / "unet_train.json"
+        if init_json.is_file():
+            info["init_run"] = json.loads(init_json.read_text())
     (Path(args.out) / "unet_train.json").write_text(json.dumps(info, indent=2))
     return info
 
