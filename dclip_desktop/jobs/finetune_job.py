@@ -29,6 +29,10 @@ class FinetuneRequest:
     images: Optional[list[Path]] = None  # training photos; None → sample from the base
     tensors: Optional[torch.Tensor] = None  # or images already in memory [N,3,S,S] in [-1, 1]
     sample_count: int = 24
+    # Sampled training images: draw this many times what is needed and keep the best CLIP matches of the
+    # source text. Photos are kept as given unless filter_photos is set.
+    oversample: int = 6
+    filter_photos: bool = False
     fit: str = "center-crop"
     precompute_batch: int = 32
 
@@ -45,23 +49,80 @@ class FinetuneRequest:
             raise JobError("no training images given")
         if self.images is None and self.tensors is None and self.sample_count < 1:
             raise JobError("sample at least one training image from the base")
+        if self.oversample < 1:
+            raise JobError("oversampling must be at least 1 (1 keeps every sample)")
         self.config.validate()
 
 
-def training_images(session: Session, req: FinetuneRequest, progress, cancel) -> torch.Tensor:
-    """[N+1,3,S,S]: the training images plus one held out for the per-epoch preview."""
+@dataclass
+class TrainingImages:
+    """What a fine-tune trains on: the kept images (the last one held out for the epoch previews) and
+    how they were chosen, for the GUI, the CLI's report and the attribute's manifest."""
+
+    images: torch.Tensor  # [N+1,3,S,S] in [-1, 1]
+    source: str  # "sampled" or "photos"
+    considered: int  # images sampled (or photos given)
+    matched: int  # of those, the ones CLIP reads as the source text (= considered when not filtered)
+    texts: Optional[list[str]] = None  # [source, target, *contrast] when filtered
+
+    def summary(self) -> str:
+        kept = len(self.images)
+        if self.texts is None:
+            return f"training on {kept} {self.source}"
+        return (f"kept {kept} of {self.considered} {self.source} images: {self.matched} look like "
+                f"'{self.texts[0]}' to CLIP (against {', '.join(repr(t) for t in self.texts[1:])})")
+
+
+def _select(session: Session, req: FinetuneRequest, x: torch.Tensor, needed: int, what: str, hint: str):
+    """Keep the best CLIP matches of the source text among x; a JobError when too few match."""
+    from ..core.zero_shot import contrast_texts, rank_by_source, zero_shot_probs
+    from ..zoo.registry import vocabulary_for
+
+    spec = session.spec(req.base_id)
+    vocab = vocabulary_for(spec, req.source, req.target)
+    texts = contrast_texts(req.source, req.target, [vocab.values] if vocab else [])
+    clip_model, tokenizer = session.clip(session.clip_name(req.base_id))
+    sel = rank_by_source(zero_shot_probs(clip_model, tokenizer, x, texts), texts)
+    # Half the wanted count still teaches the direction (one epoch sees each image S_gen times); fewer
+    # would mean the source text does not describe what the base draws.
+    least = max(2, (needed + 1) // 2)
+    if sel.matched < least:
+        raise JobError(
+            f"only {sel.matched} of {len(x)} {what} look like '{req.source}' to CLIP (against "
+            f"{', '.join(repr(t) for t in texts[1:])}); {hint}")
+    return x[sel.best(needed)], sel, texts
+
+
+def training_images(session: Session, req: FinetuneRequest, progress, cancel) -> TrainingImages:
+    """The training images plus one held out for the per-epoch preview, chosen as TrainingImages says."""
     spec = session.spec(req.base_id)
     size = int(spec.resolution)
     if req.images is not None or req.tensors is not None:
         x = req.tensors if req.tensors is not None else load_images(req.images, size, req.fit)
         x = x.to(session.device)
+        considered = matched = len(x)
+        texts = None
+        if req.filter_photos:
+            x, sel, texts = _select(session, req, x, len(x), "photos",
+                                    "give photos that show the source, or turn the filter off")
+            matched = sel.matched
         # With one photo, train on it and preview it too: nothing else to hold out.
-        return x if len(x) > 1 else torch.cat([x, x])
-    return sample_from_base(
-        session.base(req.base_id), req.sample_count + 1, (3, size, size), seed=req.config.seed,
+        x = x if len(x) > 1 else torch.cat([x, x])
+        return TrainingImages(x, "photos", considered, matched, texts)
+    needed = req.sample_count + 1
+    sampled = sample_from_base(
+        session.base(req.base_id), needed * req.oversample, (3, size, size), seed=req.config.seed,
         device=session.device, autocast_dtype=session.autocast_dtype, progress=phase(progress, "sampling"),
         cancel=cancel,
     )
+    if req.oversample == 1:
+        return TrainingImages(sampled, "sampled", len(sampled), len(sampled))
+    kept, sel, texts = _select(
+        session, req, sampled, needed, "images sampled from the base",
+        "raise the oversampling, or use a source text that describes what the base draws, or give photos")
+    if len(kept) < 2:
+        kept = torch.cat([kept, kept])
+    return TrainingImages(kept, "sampled", len(sampled), sel.matched, texts)
 
 
 def run_finetune(
@@ -71,6 +132,7 @@ def run_finetune(
     progress: Optional[JobProgress] = None,
     on_step: Optional[Callable[[int, int, dict], None]] = None,
     on_epoch: Optional[Callable[[int, torch.Tensor], None]] = None,
+    on_images: Optional[Callable[[TrainingImages], None]] = None,
     cancel: Optional[CancelToken] = None,
 ):
     """Returns the saved library entry. A cancel raises Cancelled before anything is written."""
@@ -81,7 +143,10 @@ def run_finetune(
     from ..core.clip_loss import DirectionalCLIPLoss
 
     base = session.base(req.base_id)
-    images = training_images(session, req, progress, cancel)
+    chosen = training_images(session, req, progress, cancel)
+    if on_images is not None:
+        on_images(chosen)
+    images = chosen.images
     x0, held_out = images[:-1], images[-1:]
     latents = session.invert(
         req.base_id, images, cfg.t0, cfg.s_for, batch_size=req.precompute_batch,
@@ -127,7 +192,9 @@ def run_finetune(
         "lora_rank": cfg.lora_rank,
         "seed": cfg.seed,
         "train_images": len(x0),
-        "train_source": "sampled" if req.images is None and req.tensors is None else "photos",
+        "train_source": chosen.source,
+        "train_considered": chosen.considered,
+        "train_matched": chosen.matched,
         "final_loss": result.history[-1]["total"] if result.history else None,
     }
     thumbs = {"before": tensor_to_pil(held_out[0]), "after": tensor_to_pil(after[0])}

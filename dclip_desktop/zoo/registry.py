@@ -50,6 +50,26 @@ class Preset:
         return out
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """Mutually exclusive values of one kind of attribute the base draws (the colours of the demo shapes,
+    hair colours of faces). The values a source text is told apart from when training images are picked
+    from samples, and the recipe refinements that kind of edit needs (measured; None: the base's)."""
+
+    kind: str
+    values: tuple[str, ...]
+    t0: Optional[int] = None
+    lambda_l1: Optional[float] = None
+    epochs: Optional[int] = None
+    clip_loss_form: Optional[str] = None
+
+    def holds(self, text: str) -> bool:
+        return text.strip().lower() in (v.lower() for v in self.values)
+
+
+RECIPE_KEYS = ("t0", "lambda_l1", "epochs", "lr", "clip_loss_form")
+
+
 @dataclass
 class BaseSpec:
     id: str
@@ -71,6 +91,10 @@ class BaseSpec:
     # Stroke/unseen-domain projection noise level: high enough to wash out brush texture, low enough
     # to keep the painted colour (measured: 300 on the 32² demo world; the paper uses ≈ 500 at 256²).
     project_t0: int = 500
+    # The default fine-tune recipe (FinetuneConfig overrides) for any prompt pair in this base's domain;
+    # a vocabulary kind, then a preset, refine it (recipe_for).
+    recipe: dict = field(default_factory=dict)
+    vocabulary: tuple[Vocabulary, ...] = ()
 
 
 @dataclass
@@ -150,6 +174,14 @@ DEMO_PRESETS = [
     Preset("Gray → black background", "gray background", "black background", 701, "shapes", lambda_l1=0.3,
            epochs=4, clip_loss_form="dir"),
 ]
+
+DEMO_RECIPE = {"t0": 301, "lambda_l1": 1.0, "epochs": 4, "clip_loss_form": "neglog"}
+DEMO_VOCABULARY = (
+    Vocabulary("colour", ("red", "green", "blue", "yellow")),
+    Vocabulary("shape", ("circle", "square", "triangle"), t0=501, lambda_l1=0.3, clip_loss_form="dir"),
+    Vocabulary("background", ("white background", "black background", "gray background"), t0=701,
+               lambda_l1=0.3, clip_loss_form="dir"),
+)
 
 FACE_PRESETS = [
     Preset("Angry", "face", "angry face", 301, "face"),
@@ -273,6 +305,36 @@ def presets_for(base_id: str) -> list[Preset]:
     return list(get_base(base_id).presets)
 
 
+def vocabulary_for(spec: BaseSpec, source: str, target: str) -> Optional[Vocabulary]:
+    """The kind of edit a text pair makes: the vocabulary holding the source (else the target)."""
+    for text in (source, target):
+        for vocab in spec.vocabulary:
+            if vocab.holds(text):
+                return vocab
+    return None
+
+
+def find_preset_for(spec: BaseSpec, source: str, target: str) -> Optional[Preset]:
+    s, t = source.strip().lower(), target.strip().lower()
+    for p in spec.presets:
+        if p.source.lower() == s and p.target.lower() == t:
+            return p
+    return None
+
+
+def recipe_for(spec: BaseSpec, source: str, target: str) -> dict:
+    """FinetuneConfig overrides for a text pair: the base's recipe, refined by the kind of edit (its
+    vocabulary) and then by a preset of exactly that pair. The one place defaults are decided, for the
+    CLI, the GUI and `dclip demo`."""
+    out = {k: v for k, v in spec.recipe.items() if k in RECIPE_KEYS}
+    vocab = vocabulary_for(spec, source, target)
+    preset = find_preset_for(spec, source, target)
+    for layer in (vocab, preset):
+        if layer is not None:
+            out.update({k: getattr(layer, k) for k in RECIPE_KEYS if getattr(layer, k, None) is not None})
+    return out
+
+
 # Registration order matters: the demo first (the default and the first in lists).
 register_base(
     BaseSpec(
@@ -282,6 +344,8 @@ register_base(
         arch="ddpm",
         resolution=32,
         presets=DEMO_PRESETS,
+        recipe=DEMO_RECIPE,
+        vocabulary=DEMO_VOCABULARY,
         is_demo=True,
         project_t0=300,
         notes="Tiny DDPM trained on the procedural shapes world; weights ship in models/demo/unet.",
