@@ -65,22 +65,25 @@ def _config_from_args(args) -> FinetuneConfig:
 
 
 def cmd_finetune(args) -> int:
+    from tqdm import tqdm
+
     from ..jobs.finetune_job import FinetuneRequest, run_finetune
+    from ..zoo.registry import recipe_for
 
     session = _session(args)
     spec = session.spec(args.base)
-    # A text pair that matches a preset takes its measured settings for whatever the user left out;
-    # otherwise t0 comes from the base's first preset and the rest from FinetuneConfig.
-    match = [p for p in spec.presets if p.source == args.src and p.target == args.tgt]
-    tuning = match[0].tuning() if match else {"t0": spec.presets[0].t0}
-    for key in ("t0", "lambda_l1", "epochs", "clip_loss_form"):
+    # What the user left out comes from the base's recipe for this text pair (refined by its kind of edit
+    # and by a preset of exactly this pair), then from FinetuneConfig.
+    recipe = recipe_for(spec, args.src, args.tgt)
+    for key in ("t0", "lambda_l1", "epochs", "lr", "clip_loss_form"):
         if getattr(args, key) is None:
-            setattr(args, key, tuning.get(key, getattr(FinetuneConfig, key)))
+            setattr(args, key, recipe.get(key, getattr(FinetuneConfig, key)))
     images = list_images(args.images) if args.images else None
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
-                          config=_config_from_args(args), images=images, sample_count=args.sample)
+                          config=_config_from_args(args), images=images, sample_count=args.sample,
+                          oversample=args.oversample, filter_photos=args.filter)
     with BarProgress(args.quiet) as bar:
-        entry = run_finetune(session, req, progress=bar)
+        entry = run_finetune(session, req, progress=bar, on_images=lambda chosen: tqdm.write(chosen.summary()))
     print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
     return 0
 
@@ -173,19 +176,24 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", help="folder of training photos")
     src.add_argument("--sample", type=int, default=24, help="sample N training images from the base (default 24)")
+    p.add_argument("--oversample", type=int, default=6,
+                   help="sample this many times N and keep the N that CLIP reads best as the source text "
+                        "(default 6; 1 keeps every sample)")
+    p.add_argument("--filter", action="store_true",
+                   help="with --images: train only on the photos CLIP reads as the source text")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=6, help="generation steps while training (default 6)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: from preset, else 1)")
-    p.add_argument("--lr", type=float, default=None, help="Adam lr (default 1e-3 LoRA, 4e-6 full)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the base's recipe for this pair)")
+    p.add_argument("--lr", type=float, default=None, help="Adam lr (default: the recipe's, else 1e-3 LoRA, 4e-6 full)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     p.add_argument("--mode", choices=MODES, default="efficient", help="efficient (Alg. 2) or full_chain (Alg. 1)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--full", action="store_true", help="train all weights instead of a LoRA")
     p.add_argument("--lambda-clip", type=float, default=3.0)
-    p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: from preset, else 0.3)")
+    p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: the base's recipe for this pair)")
     p.add_argument("--lambda-face", type=float, default=0.0)
     p.add_argument("--clip-loss", dest="clip_loss_form", choices=("neglog", "dir"), default=None,
-                   help="directional loss form: −log((1+cos)/2) or 1−cos (default: from preset, else neglog)")
+                   help="directional loss form: −log((1+cos)/2) or 1−cos (default: the base's recipe for this pair)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_finetune)
