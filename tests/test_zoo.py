@@ -180,6 +180,29 @@ def test_load_base_downloads_verifies_and_loads(tiny_hub_base, monkeypatch):
         loading.load_base("test-tiny", "cpu")
 
 
+def test_loading_a_base_prints_no_accelerate_warning(tiny_hub_base, capfd):
+    """`accelerate` is not a dependency: diffusers must not tell the user to install it on every load.
+    diffusers logs to its own non-propagating logger (whose stream may predate capfd): listen there too."""
+    import logging
+    import warnings
+
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(listener)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loading.load_base("demo-shapes", "cpu")
+            loading.load_base("test-tiny", "cpu")
+    finally:
+        logger.removeHandler(listener)
+    out = capfd.readouterr()
+    said = [r.getMessage() for r in records] + [str(w.message) for w in caught] + [out.err, out.out]
+    assert not [m for m in said if "accelerate" in m]
+
+
 def test_missing_weights_offline_name_file_and_command():
     with pytest.raises(download.MissingWeightsError, match="dclip models download celebahq") as info:
         loading.load_base("celebahq", "cpu", offline=True)

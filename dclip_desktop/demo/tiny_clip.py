@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -23,16 +23,21 @@ UNET_SUBDIR = "unet"
 Device = Union[str, torch.device]
 
 
+def _bundle_roots() -> list[Path]:
+    """Where bundled data lies: the frozen bundle (PyInstaller's folder), then the checkout."""
+    roots = []
+    meipass = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and meipass:
+        roots.append(Path(meipass))
+    roots.append(Path(__file__).resolve().parents[2])
+    return roots
+
+
 def demo_dir() -> Path:
     """Folder holding the demo weights: $DCLIP_DEMO_DIR, the frozen bundle, or <repo>/models/demo."""
     env = os.environ.get("DCLIP_DEMO_DIR")
-    candidates = []
-    if env:
-        candidates.append(Path(env))
-    meipass = getattr(sys, "_MEIPASS", None)
-    if getattr(sys, "frozen", False) and meipass:
-        candidates.append(Path(meipass) / "models" / "demo")
-    candidates.append(Path(__file__).resolve().parents[2] / "models" / "demo")
+    candidates = [Path(env)] if env else []
+    candidates += [root / "models" / "demo" for root in _bundle_roots()]
     for c in candidates:
         if (c / CLIP_CONFIG_FILE).is_file():
             return c
@@ -41,6 +46,14 @@ def demo_dir() -> Path:
         f"demo model folder not found (looked in: {tried}). Set DCLIP_DEMO_DIR to the folder that holds "
         f"{CLIP_CONFIG_FILE}, {CLIP_WEIGHTS_FILE} and {UNET_SUBDIR}/, or run from a full checkout."
     )
+
+
+def samples_dir() -> Optional[Path]:
+    """The bundled sample scenes (resources/samples), found like demo_dir; None in a bare install."""
+    for root in _bundle_roots():
+        if (root / "resources" / "samples").is_dir():
+            return root / "resources" / "samples"
+    return None
 
 
 def clip_config() -> dict:
@@ -95,5 +108,7 @@ def load_demo_unet(device: Device = "cpu"):
     path = demo_dir() / UNET_SUBDIR
     if not (path / "diffusion_pytorch_model.safetensors").is_file():
         raise FileNotFoundError(f"demo UNet weights missing in {path} (train them with models/demo/train.py)")
-    model = UNet2DModel.from_pretrained(str(path), torch_dtype=torch.float32)
+    # low_cpu_mem_usage=False: what diffusers falls back to without `accelerate` (not a dependency),
+    # asked for outright so that it does not warn on every load.
+    model = UNet2DModel.from_pretrained(str(path), torch_dtype=torch.float32, low_cpu_mem_usage=False)
     return model.to(device).eval().requires_grad_(False)

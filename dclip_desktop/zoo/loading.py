@@ -92,6 +92,7 @@ def load_base(
             local_files_only=True,
             use_safetensors=weights.suffix == ".safetensors",
             torch_dtype=dtype or torch.float32,
+            low_cpu_mem_usage=False,  # no `accelerate` (not a dependency): say so instead of being warned
         )
     elif spec.arch == "adm":
         from ..core.adm_convert import KNOWN_CONFIGS, load_adm_checkpoint

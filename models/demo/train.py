@@ -86,7 +86,7 @@ def train_unet(args) -> None:
     imgs, _ = scene_pool(args.pool, args.workers)
     data = to_model(imgs).to(dev)
     # --init continues a previous run (e.g. CPU training spread over sessions) from its EMA weights.
-    model = (UNet2DModel.from_pretrained(str(Path(args.init) / "unet")) if args.init
+    model = (UNet2DModel.from_pretrained(str(Path(args.init) / "unet"), low_cpu_mem_usage=False) if args.init
              else UNet2DModel(**UNET_CONFIG)).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")

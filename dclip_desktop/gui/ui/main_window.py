@@ -27,6 +27,7 @@ from ..imaging import qimage_to_pil
 from ..models.bases import base_info, usable_bases
 from ..models.document import DocumentModel
 from ..models.finetune import FinetuneModel
+from ..models.folders import open_dir, remember_dir
 from ..models.library import LibraryModel
 from ..models.mixing import MixingModel
 from ..models.paint import PaintModel
@@ -234,11 +235,11 @@ class MainWindow(QMainWindow):
     # --- file -------------------------------------------------------------------------------
     def open_image(self, path: Optional[str] = None) -> bool:
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open image", self.qsettings.value("last_dir", ""),
+            path, _ = QFileDialog.getOpenFileName(self, "Open image", open_dir(self.qsettings),
                                                   "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)")
             if not path:
                 return False
-        self.qsettings.setValue("last_dir", str(Path(path).parent))
+        remember_dir(self.qsettings, path)
         ok = self.controller.submit("open", tasks.make_open_image(path, self.base.id))
         if not ok:
             self.report_error("Busy", "Another job is running; open the image when it has finished.")
