@@ -25,6 +25,7 @@ from .schedule import DEFAULT_SCHEDULE, Schedule, validate_steps, validate_t0
 
 MODES = ("efficient", "full_chain")
 LR_SCHEDULES = ("constant", "paper_ramp", "ref_x1.3")
+SAMPLE_STEPS = 40  # DDIM steps per training image sampled from the base
 
 
 @dataclass
@@ -169,7 +170,7 @@ def sample_from_base(
     n: int,
     shape: tuple[int, int, int],
     *,
-    steps: int = 40,
+    steps: int = SAMPLE_STEPS,
     seed: int = 0,
     device: torch.device | str = "cpu",
     autocast_dtype: Optional[torch.dtype] = None,
