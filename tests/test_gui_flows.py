@@ -52,11 +52,44 @@ def _finetune(qtbot, w, name="blue", source="red circle", target="blue circle"):
     p.lora.setValue(4)
     p.sample_count.setValue(3)
     p.batch.setValue(4)
+    seen = _Watch(w)
     with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "finetune"):
         assert p.start()
+    seen.close()
     with qtbot.waitSignal(w.library.changed, timeout=5000, raising=False):
         pass
+    # One bar over sampling, inversion and training: it never went back, and it reached the end.
+    assert seen.overall and seen.overall == sorted(seen.overall) and seen.overall[-1] == 1.0
+    for bar in zip(*seen.bars):  # the status bar's and the dock's
+        assert list(bar) == sorted(bar) and bar[-1] == 1000
+    # What it trained on was shown: a grid of the training images on the canvas, the summary in the dock.
+    assert len(seen.images) == 1
+    grid, summary, label = seen.images[0]
+    assert label == "training images" and grid.width() > w.base.resolution
+    assert p.images_label.text().lower().startswith(summary[:20].lower())
+    assert w.view.preview is None  # and the canvas is back to the user's image afterwards
     return name
+
+
+class _Watch:
+    """Records what a fine-tune shows while it runs (connected after the window's own slots)."""
+
+    def __init__(self, w) -> None:
+        self.w, self.overall, self.bars, self.images = w, [], [], []
+        c = w.controller
+        self._links = [(c.overall, self.overall.append), (c.progress, self._bar), (c.training_images, self._grid)]
+        for signal, slot in self._links:
+            signal.connect(slot)
+
+    def _bar(self, *_):
+        self.bars.append((self.w.job_bar.value(), self.w.prompt.progress.value()))
+
+    def _grid(self, image, summary):
+        self.images.append((self.w.view.preview, summary, self.w.view.preview_label))
+
+    def close(self) -> None:
+        for signal, slot in self._links:
+            signal.disconnect(slot)
 
 
 def _open(qtbot, w, path):

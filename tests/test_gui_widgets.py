@@ -79,6 +79,34 @@ def test_previews_are_throttled_qimages(qtbot):
         c.shutdown()
 
 
+def test_overall_progress_and_training_images_reach_the_gui_thread(qtbot):
+    import torch
+
+    c = _controller(qtbot)
+    try:
+        fractions, grids = [], []
+        c.overall.connect(fractions.append)
+        c.training_images.connect(lambda img, summary: grids.append((img, summary)))
+
+        def job(session, ctx):
+            ctx.track([("sampling", 2), ("inverting", 1), ("training", 3), ("saved", 0)])
+            ctx.on_images(SimpleNamespace(images=torch.zeros(5, 3, 8, 8), summary=lambda: "kept 5 of 30"))
+            for name, total in (("sampling", 40), ("inverting", 39), ("training", 72)):
+                for step in range(1, total + 1):  # each phase counts from 1 again
+                    ctx.progress(name, step, total)
+                    time.sleep(0.001)
+            ctx.progress("saved", 1, 1)
+
+        with qtbot.waitSignal(c.finished, timeout=10000):
+            c.submit("finetune", job)
+        assert len(fractions) > 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+        (img, summary), = grids
+        assert isinstance(img, QImage) and (img.width(), img.height()) == (3 * 8 + 2 * 2, 2 * 8 + 2)  # 3×2 grid
+        assert summary == "kept 5 of 30"
+    finally:
+        c.shutdown()
+
+
 def test_paint_canvas_mouse_strokes(qtbot):
     model = PaintModel(32)
     model.set_color(QColor(30, 60, 220))

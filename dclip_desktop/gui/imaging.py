@@ -3,6 +3,8 @@ previews and results (QImage is safe to build off the GUI thread; QPixmap is not
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PySide6.QtGui import QImage
 
@@ -30,6 +32,21 @@ def tensor_to_qimage(x, max_tiles: int = 4) -> QImage:
     arr = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # N,H,W,3
     row = np.concatenate(list(arr), axis=1)
     return array_to_qimage(row)
+
+
+def tensor_grid_qimage(x, max_tiles: int = 64, gap: int = 2) -> QImage:
+    """[N,3,H,W] in [-1,1] → one QImage of up to `max_tiles` tiles in a near-square grid, `gap` px apart
+    (64 tiles of a 256² base make a 2 k image; a thousand training photos would make 200 MB)."""
+    x = x[:max_tiles].detach().float().cpu().clamp(-1, 1)
+    n, _, h, w = x.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 30, np.uint8)
+    tiles = ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
+    return array_to_qimage(out)
 
 
 def tensors_to_qimages(x) -> list[QImage]:

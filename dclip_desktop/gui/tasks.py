@@ -88,10 +88,12 @@ def make_finetune(params):
 
     def fn(session, ctx):
         from ..jobs.finetune_job import run_finetune
+        from ..jobs.progress import finetune_phases
 
         req = params.to_request()
+        ctx.track(finetune_phases(req))
         entry = run_finetune(session, req, progress=ctx.progress, on_step=ctx.on_step, on_epoch=ctx.on_epoch,
-                             cancel=ctx.cancel)
+                             on_images=ctx.on_images, cancel=ctx.cancel)
         return {"id": entry.id, "name": entry.name, "base_id": entry.base_id}
 
     return fn

@@ -2,8 +2,10 @@
 controller re-emits its signals (widgets and tests connect to the controller only).
 
 A job is a callable `fn(session, ctx)` executed on the worker thread. `ctx` carries the cancel token
-and the progress/loss/epoch callbacks that the engine expects; previews cross threads as
-`QImage(...).copy()` and are throttled (every `preview_every` steps and at most 10 per second).
+and the progress/loss/epoch/training-image callbacks that the engine expects; images cross threads as
+`QImage(...).copy()` (never QPixmap) and previews are throttled (every `preview_every` steps and at
+most 10 per second). A job that calls `ctx.track(phases)` also reports one fraction over all its
+phases (jobs.progress.OverallProgress), for a bar that never goes back.
 Cancel is cooperative (the engine polls the token between steps): never QThread.terminate().
 """
 
@@ -57,13 +59,22 @@ class JobContext:
         self.preview_every = max(1, int(preview_every))
         self._last_preview = 0.0
         self._last_progress = 0.0
+        self._overall = None
+
+    def track(self, phases) -> None:
+        """Report one fraction over these (phase, weight) pairs along with each phase's steps."""
+        from ..jobs.progress import OverallProgress
+
+        self._overall = OverallProgress(phases)
 
     def progress(self, phase: str, step: int, total: int, preview=None) -> None:
         now = time.monotonic()
         last = step >= total
+        # every event moves the fraction (it is cheap); only the throttled ones cross threads
+        fraction = self._overall.update(phase, step, total) if self._overall is not None else -1.0
         if last or now - self._last_progress >= PROGRESS_MIN_INTERVAL_S:
             self._last_progress = now
-            self._worker.progress.emit(self.job_id, phase, int(step), int(total))
+            self._worker.progress.emit(self.job_id, phase, int(step), int(total), float(fraction))
         if preview is not None and (last or step % self.preview_every == 0):
             if last or now - self._last_preview >= PREVIEW_MIN_INTERVAL_S:
                 self._last_preview = now
@@ -79,6 +90,12 @@ class JobContext:
         from .imaging import tensor_to_qimage
 
         self._worker.epoch.emit(self.job_id, int(epoch), tensor_to_qimage(preview))
+
+    def on_images(self, chosen) -> None:
+        """A fine-tune's training images (jobs.finetune_job.TrainingImages): a grid and the summary line."""
+        from .imaging import tensor_grid_qimage
+
+        self._worker.training_images.emit(self.job_id, tensor_grid_qimage(chosen.images), chosen.summary())
 
     def event(self, name: str, payload: Any = None) -> None:
         """Job-specific notifications (e.g. the batch job's per-file status)."""
@@ -124,8 +141,9 @@ class Worker(QObject):
     """Lives on the worker thread. Holds the engine Session so models load once."""
 
     ready = Signal(dict)  # device, precision, memory
-    progress = Signal(int, str, int, int)
+    progress = Signal(int, str, int, int, float)  # job id, phase, step, total, fraction of the job (-1)
     preview = Signal(int, QImage)
+    training_images = Signal(int, QImage, str)
     losses = Signal(int, int, int, dict)
     epoch = Signal(int, int, QImage)
     message = Signal(int, str, object)
@@ -201,6 +219,7 @@ class _Job:
     started: float
     phase: str = ""
     phase_started: float = 0.0
+    fraction: float = -1.0  # of the whole job, when it tracks its phases
 
 
 class JobController(QObject):
@@ -210,7 +229,9 @@ class JobController(QObject):
     busy_changed = Signal(bool)
     started = Signal(str)  # kind
     progress = Signal(str, int, int, float)  # phase, step, total, eta seconds (-1 unknown)
+    overall = Signal(float)  # fraction 0..1 of the whole job, never decreasing (tracked jobs only)
     preview = Signal(QImage)
+    training_images = Signal(QImage, str)  # grid of a fine-tune's training images, summary line
     losses = Signal(int, int, dict)
     epoch_preview = Signal(int, QImage)
     message = Signal(str, object)
@@ -239,6 +260,7 @@ class JobController(QObject):
         w.ready.connect(self._on_ready)
         w.progress.connect(self._on_progress)
         w.preview.connect(self._on_preview)
+        w.training_images.connect(self._on_training_images)
         w.losses.connect(self._on_losses)
         w.epoch.connect(self._on_epoch)
         w.message.connect(self._on_message)
@@ -256,6 +278,11 @@ class JobController(QObject):
     @property
     def kind(self) -> str:
         return self._job.kind if self._job else ""
+
+    @property
+    def fraction(self) -> float:
+        """The running job's overall fraction (0..1), or -1 when it does not track its phases."""
+        return self._job.fraction if self._job else -1.0
 
     def submit(self, kind: str, fn: Callable) -> bool:
         """Queue `fn(session, ctx)` on the worker. False (and nothing queued) while another job runs."""
@@ -301,6 +328,11 @@ class JobController(QObject):
         if self._is_current(job_id):
             self.preview.emit(img)
 
+    @Slot(int, QImage, str)
+    def _on_training_images(self, job_id: int, img: QImage, summary: str) -> None:
+        if self._is_current(job_id):
+            self.training_images.emit(img, summary)
+
     @Slot(int, int, int, dict)
     def _on_losses(self, job_id: int, step: int, total: int, row: dict) -> None:
         if self._is_current(job_id):
@@ -325,8 +357,8 @@ class JobController(QObject):
         self.info = dict(info)
         self.ready.emit(info)
 
-    @Slot(int, str, int, int)
-    def _on_progress(self, job_id: int, phase: str, step: int, total: int) -> None:
+    @Slot(int, str, int, int, float)
+    def _on_progress(self, job_id: int, phase: str, step: int, total: int, fraction: float) -> None:
         job = self._job
         if job is None or job.id != job_id:
             return
@@ -335,7 +367,10 @@ class JobController(QObject):
             job.phase, job.phase_started = phase, now
         elapsed = now - job.phase_started
         eta = elapsed / step * (total - step) if step > 0 and total > 0 else -1.0
+        job.fraction = fraction  # set first: progress's listeners read it
         self.progress.emit(phase, step, total, eta)
+        if fraction >= 0:
+            self.overall.emit(fraction)
 
     def _end(self, job_id: int) -> Optional[str]:
         if self._job is None or self._job.id != job_id:

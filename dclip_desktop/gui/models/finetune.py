@@ -1,4 +1,8 @@
-"""State of the prompt panel (the fine-tune settings) and the live loss history."""
+"""State of the prompt panel (the fine-tune settings) and the live loss history.
+
+The recipe fields (t0, λ_L1, epochs, lr, loss form) follow the zoo's `recipe_for(base, source, target)`
+as the user picks a base or a preset or types the text pair, except those the user set by hand.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
+from ...zoo.registry import RECIPE_KEYS as RECIPE_FIELDS  # pure data: cheap on the GUI thread
+
 
 @dataclass
 class FinetuneParams:
+    # Defaults are FinetuneConfig's (a test holds them equal); they fill what a recipe leaves out.
     base_id: str = "demo-shapes"
     source: str = ""
     target: str = ""
@@ -58,6 +65,21 @@ class FinetuneParams:
         return asdict(self)
 
 
+def recipe(base_id: str, source: str, target: str) -> dict:
+    """The recipe fields for a text pair: the zoo's recipe_for (the one place they are decided), and
+    FinetuneParams' defaults for the fields it leaves out (an unknown base gets only those)."""
+    from ...zoo.registry import UnknownBaseError, get_base, recipe_for
+
+    defaults = FinetuneParams()
+    out = {k: getattr(defaults, k) for k in RECIPE_FIELDS}
+    try:
+        spec = get_base(base_id)
+    except UnknownBaseError:
+        return out
+    out.update(recipe_for(spec, source.strip(), target.strip()))
+    return out
+
+
 class FinetuneModel(QObject):
     """Params plus the running job's observable state (loss rows, last epoch)."""
 
@@ -67,8 +89,41 @@ class FinetuneModel(QObject):
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self.params = FinetuneParams()
+        self.by_hand: set[str] = set()  # recipe fields the user changed: the recipe leaves them alone
         self.losses: list[tuple[int, float]] = []  # (step, total loss)
         self.total_steps = 0
+        self._follow_recipe()
+
+    # --- the recipe -------------------------------------------------------------------------
+    def recipe(self) -> dict:
+        """Every recipe field for the current base and text pair."""
+        return recipe(self.params.base_id, self.params.source, self.params.target)
+
+    def set_prompt(self, **kw) -> None:
+        """A new base_id, source or target: the fields not set by hand take that pair's recipe."""
+        for k, v in kw.items():
+            if k not in ("base_id", "source", "target"):
+                raise AttributeError(k)
+            setattr(self.params, k, v)
+        self._follow_recipe()
+        self.changed.emit()
+
+    def set_by_hand(self, field: str, value) -> None:
+        """The user changed a recipe field. It keeps that value through later pairs and presets, until
+        the user gives it the recipe's own value again (then it follows the recipe once more)."""
+        if field not in RECIPE_FIELDS:
+            raise AttributeError(field)
+        setattr(self.params, field, value)
+        if value == self.recipe()[field]:
+            self.by_hand.discard(field)
+        else:
+            self.by_hand.add(field)
+        self.changed.emit()
+
+    def _follow_recipe(self) -> None:
+        for k, v in self.recipe().items():
+            if k not in self.by_hand:
+                setattr(self.params, k, v)
 
     def update(self, **kw) -> None:
         for k, v in kw.items():

@@ -140,7 +140,7 @@ class ImageView(QWidget):
         p.end()
 
     def _after_tag(self) -> str:
-        return f"preview {self.preview_label}".strip() if self.preview is not None else "after"
+        return (self.preview_label or "preview") if self.preview is not None else "after"
 
     def _tag(self, p: QPainter, r: QRectF, text: str, left: bool) -> None:
         fm = p.fontMetrics()

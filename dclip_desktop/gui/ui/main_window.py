@@ -34,7 +34,7 @@ from ..models.paint import PaintModel
 from .canvas import MODE_LABELS, MODES, HistoryStrip, ImageView
 from .mixing_panel import MixingPanel
 from .paint import PaintPanel
-from .prompt_panel import PromptPanel, eta_text
+from .prompt_panel import PromptPanel, eta_text, show_progress
 
 MAX_RECENT = 8
 
@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         controller.started.connect(self._on_started)
         controller.progress.connect(self._on_progress)
         controller.preview.connect(self._on_preview)
+        controller.training_images.connect(self._on_training_images)
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         controller.cancelled.connect(self._on_cancelled)
@@ -437,17 +438,24 @@ class MainWindow(QMainWindow):
             self.job_bar.setRange(0, 0)
         else:
             self.view.set_preview(None)
+            self._refresh_view()  # the training-image grid replaced the canvas's images
 
     def _on_progress(self, phase: str, step: int, total: int, eta: float) -> None:
-        self.job_bar.setRange(0, max(1, total))
-        self.job_bar.setValue(step)
+        show_progress(self.job_bar, self.controller.fraction, step, total)
         self.job_label.setText(f"{self.controller.kind}: {phase} {step}/{total}  {eta_text(eta)}")
 
     def _on_preview(self, image: QImage) -> None:
         if self.controller.kind in ("edit", "translate"):
             if self.doc.input is not None and self.controller.kind == "edit":
                 self.view.set_images(self.doc.input, None)
-            self.view.set_preview(image, "x̂0")
+            self.view.set_preview(image, "preview x̂0")
+
+    def _on_training_images(self, grid: QImage, summary: str) -> None:
+        """What the fine-tune trains on, shown alone on the canvas until the job ends."""
+        self.tabs.setCurrentIndex(0)
+        self.view.set_images(None, None)
+        self.view.set_preview(grid, "training images")
+        self.view.fit()
 
     def _on_finished(self, kind: str, result) -> None:
         self.job_label.setText("Ready")

@@ -1,5 +1,6 @@
-"""The prompt panel: base picker, source/target text, presets carrying t0, the fine-tune settings,
-training images, and "Fine-tune" with progress + ETA, a live loss plot, a per-epoch preview and Cancel."""
+"""The prompt panel: base picker, source/target text, presets, the fine-tune settings (the recipe for
+the pair unless set by hand), training images, and "Fine-tune" with one progress bar over all phases
++ ETA, what it trains on, a live loss plot, a per-epoch preview and Cancel."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..models.bases import BaseInfo
-from ..models.finetune import FinetuneModel, FinetuneParams
+from ..models.finetune import FinetuneModel
 from ..tasks import make_finetune
 from .loss_plot import LossPlot
 
@@ -40,6 +41,16 @@ def eta_text(seconds: float) -> str:
         return ""
     m, s = divmod(int(round(seconds)), 60)
     return f"ETA {m}:{s:02d}" if m < 60 else f"ETA {m // 60}h{m % 60:02d}"
+
+
+def show_progress(bar: QProgressBar, fraction: float, step: int, total: int) -> None:
+    """The job's overall fraction where it reports one (never goes back across phases), else the phase's."""
+    if fraction >= 0:
+        bar.setRange(0, 1000)
+        bar.setValue(round(fraction * 1000))
+    else:
+        bar.setRange(0, max(1, total))
+        bar.setValue(step)
 
 
 class PromptPanel(QWidget):
@@ -167,6 +178,8 @@ class PromptPanel(QWidget):
         self.progress.setTextVisible(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.images_label = QLabel("")  # what the fine-tune trains on (TrainingImages.summary)
+        self.images_label.setWordWrap(True)
         self.plot = LossPlot(model)
         self.epoch_label = QLabel()
         self.epoch_label.setFixedSize(96, 96)
@@ -181,6 +194,7 @@ class PromptPanel(QWidget):
         bl = QVBoxLayout(box)
         bl.addWidget(self.progress)
         bl.addWidget(self.status)
+        bl.addWidget(self.images_label)
         pr = QHBoxLayout()
         pr.addWidget(self.plot, 1)
         pr.addWidget(self.epoch_label)
@@ -194,9 +208,16 @@ class PromptPanel(QWidget):
 
         self.base_combo.currentIndexChanged.connect(self._on_base)
         self.preset_combo.activated.connect(self._on_preset)
+        self.source_edit.textChanged.connect(lambda text: model.set_prompt(source=text))
+        self.target_edit.textChanged.connect(lambda text: model.set_prompt(target=text))
+        self._syncing = False  # while the model's recipe is shown: those changes are not the user's
+        for key, signal, value in self._recipe_widgets():
+            signal.connect(lambda *_, key=key, value=value: self._by_hand(key, value()))
+        model.changed.connect(self._show_recipe)
         controller.busy_changed.connect(self._on_busy)
         controller.started.connect(self._on_started)
         controller.progress.connect(self._on_progress)
+        controller.training_images.connect(self._on_training_images)
         controller.losses.connect(self._on_losses)
         controller.epoch_preview.connect(self._on_epoch)
         controller.finished.connect(self._on_finished)
@@ -204,7 +225,7 @@ class PromptPanel(QWidget):
         controller.cancelled.connect(self._on_cancelled)
         self._running = False
         self.set_base(p.base_id)
-        self.t0_spin.setValue(p.t0)
+        self._show_recipe()
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int) -> QSpinBox:
@@ -221,6 +242,38 @@ class PromptPanel(QWidget):
         s.setDecimals(3)
         s.setValue(value)
         return s
+
+    # --- the recipe ------------------------------------------------------------------------
+    def _recipe_widgets(self):
+        """(field, the widget's user-change signal, its value) for each recipe field."""
+        return (("t0", self.t0_spin.valueChanged, self.t0_spin.value),
+                ("lambda_l1", self.l1.valueChanged, self.l1.value),
+                ("epochs", self.epochs.valueChanged, self.epochs.value),
+                ("lr", self.lr.valueChanged, lambda: self.lr.value() or None),
+                ("clip_loss_form", self.clip_form.currentIndexChanged, self.clip_form.currentData))
+
+    def _by_hand(self, key: str, value) -> None:
+        if not self._syncing:
+            self.model.set_by_hand(key, value)
+
+    def _show_recipe(self) -> None:
+        """Show the model's recipe fields; a field set by hand says what the recipe would give."""
+        p, recipe = self.model.params, self.model.recipe()
+        self._syncing = True
+        try:
+            self.t0_spin.setValue(int(p.t0))
+            self.l1.setValue(float(p.lambda_l1))
+            self.epochs.setValue(int(p.epochs))
+            self.lr.setValue(float(p.lr or 0))
+            self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(p.clip_loss_form)))
+        finally:
+            self._syncing = False
+        widgets = {"t0": self.t0_spin, "lambda_l1": self.l1, "epochs": self.epochs, "lr": self.lr,
+                   "clip_loss_form": self.clip_form}
+        for key, w in widgets.items():
+            shown = "auto" if key == "lr" and recipe[key] is None else recipe[key]
+            w.setToolTip(f"set by hand; the recipe for this pair is {shown} (enter it to follow the recipe)"
+                         if key in self.model.by_hand else "the recipe for this base and text pair")
 
     # --- base and presets -------------------------------------------------------------------
     @property
@@ -240,23 +293,16 @@ class PromptPanel(QWidget):
         if base is not None:
             for pr in base.presets:
                 self.preset_combo.addItem(f"{pr.name}  (t0={pr.t0})", pr)
-            self.model.update(base_id=base.id)
+            self.model.set_prompt(base_id=base.id)
             self.base_changed.emit(base.id)
 
     def _on_preset(self, index: int) -> None:
         pr = self.preset_combo.itemData(index)
         if pr is None:
             return
+        # The text pair brings the settings: recipe_for finds the preset of exactly this pair.
         self.source_edit.setText(pr.source)
         self.target_edit.setText(pr.target)
-        # The preset's measured settings; fields it leaves out go back to the defaults.
-        tuning = pr.tuning()
-        defaults = FinetuneParams()
-        self.t0_spin.setValue(int(tuning["t0"]))
-        self.l1.setValue(float(tuning.get("lambda_l1", defaults.lambda_l1)))
-        self.epochs.setValue(int(tuning.get("epochs", defaults.epochs)))
-        self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(tuning.get("clip_loss_form",
-                                                                                defaults.clip_loss_form))))
         if not self.name_edit.text():
             self.name_edit.setText(pr.name)
 
@@ -307,14 +353,19 @@ class PromptPanel(QWidget):
         if self._running:
             self.progress.setRange(0, 0)
             self._set_status("Loading models…")
+            self.images_label.setText("")
 
     def _on_progress(self, phase: str, step: int, total: int, eta: float) -> None:
         if not self._running:
             return
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(step)
-        self.progress.setFormat(f"{phase} %v/%m")
+        show_progress(self.progress, self.controller.fraction, step, total)
+        self.progress.setFormat(f"{phase} %p%" if self.controller.fraction >= 0 else f"{phase} %v/%m")
         self._set_status(f"{phase}: {step}/{total}  {eta_text(eta)}")
+
+    def _on_training_images(self, grid, summary: str) -> None:
+        if self._running:
+            self.images_label.setText(summary[:1].upper() + summary[1:] + ".")
+            self.images_label.setToolTip("the canvas shows them; the last one is held out for the epoch previews")
 
     def _on_losses(self, step: int, total: int, row: dict) -> None:
         if self._running:
