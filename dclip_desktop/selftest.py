@@ -1,8 +1,11 @@
 """`dclip-desktop --self-test`: prove an installed (or frozen) app can really edit.
 
-Loads the bundled demo base and CLIP, fine-tunes a tiny "red" → "blue" attribute in a temporary
-library, edits a held-out red scene and checks the pixels moved toward blue. Qt-free, so the same
-check runs from the packaged app, the CLI and the tests.
+Fine-tunes "red" → "blue" on the bundled demo base by the default path, in a temporary library: the
+base's recipe for the pair (recipe_for), training images sampled from the base and kept where CLIP
+reads them as "red", exactly what `dclip finetune --src red --tgt blue` does. Then edits held-out red
+scenes (seeds ≥ 1 000 000, which no training or tuning run sees) and passes only if the dominant
+colour inside each shape became blue, measured by pixels. Qt-free, so the same check runs from the
+packaged app, the CLI and the tests.
 """
 
 from __future__ import annotations
@@ -12,6 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+SOURCE, TARGET = "red", "blue"
+N_SCENES = 8
+# Share of the held-out scenes whose shape must end up dominantly blue. The default path turns 100 % of
+# 16 (`dclip demo`) and of 100 (tests/test_demo_acceptance.py) blue; an attribute that merely drifts
+# toward blue (the old bar: progress 0.014 → 0.069) turns none.
+SUCCESS_BAR = 0.75
+
 
 def run_self_test(log=print) -> tuple[bool, str]:
     start = time.perf_counter()
@@ -20,27 +30,53 @@ def run_self_test(log=print) -> tuple[bool, str]:
         os.environ["DCLIP_LATENT_CACHE_DIR"] = str(Path(tmp) / "latents")
         import torch
 
-        from .core.finetune import FinetuneConfig
-        from .demo import world
-        from .demo.evaluate import colour_progress
-        from .jobs.edit_job import EditRequest, edit_tensor
-        from .jobs.finetune_job import FinetuneRequest, run_finetune
         from .jobs.session import Session
         from .jobs.settings import Settings
 
         session = Session(Settings(device="cpu", precision="fp32", offline=True))
         log(f"device {session.device}, torch {torch.__version__}")
-        train, _, _ = world.make_scenes(range(6), color="red")
-        cfg = FinetuneConfig(t0=301, s_for=10, s_gen=4, epochs=2, lora_rank=4, batch_size=6)
-        entry = run_finetune(session, FinetuneRequest("demo-shapes", "red", "blue", "self-test", cfg, tensors=train))
-        log(f"fine-tuned '{entry.name}' ({entry.size_bytes} bytes)")
-        scene, masks, _ = world.make_scenes([world.HELDOUT_SEED_START + 7], color="red")
-        edited = edit_tensor(session, EditRequest([(entry.id, 1.0)], s_for=10, s_gen=10), scene).cpu()
-        if not torch.isfinite(edited).all():
-            return False, "the edit produced non-finite pixels"
-        before = colour_progress(scene, masks, "red", "blue")
-        after = colour_progress(edited, masks, "red", "blue")
-        log(f"red→blue progress inside the shape: {before:.3f} → {after:.3f}")
-        if not after > before + 0.02:
-            return False, f"the edit did not move the shape toward blue ({before:.3f} → {after:.3f})"
-    return True, f"self-test passed in {time.perf_counter() - start:.1f} s"
+        entry = _fine_tune(session, log)
+        from .jobs.edit_job import EditRequest, edit_tensor
+
+        ok, reason = check_edit(lambda x: edit_tensor(session, EditRequest([(entry.id, 1.0)]), x).cpu(), log)
+    if not ok:
+        return False, reason
+    return True, f"self-test passed in {time.perf_counter() - start:.1f} s ({reason})"
+
+
+def _fine_tune(session, log):
+    from .core.finetune import FinetuneConfig
+    from .jobs.finetune_job import FinetuneRequest, run_finetune
+    from .zoo.registry import default_base, recipe_for
+
+    base = default_base()
+    cfg = FinetuneConfig(**recipe_for(base, SOURCE, TARGET))
+    req = FinetuneRequest(base.id, SOURCE, TARGET, "self-test", cfg)
+    entry = run_finetune(session, req, on_images=lambda chosen: log(chosen.summary()))
+    log(f"fine-tuned '{entry.name}' at t0 {cfg.t0}, {cfg.epochs} epochs ({entry.size_bytes} bytes)")
+    return entry
+
+
+def check_edit(edit, log=print) -> tuple[bool, str]:
+    """(passed, what was measured): `edit` ([N,3,S,S] → edited, in [-1, 1]) must make the shapes of
+    held-out red scenes dominantly blue."""
+    import torch
+
+    from .demo import world
+    from .demo.evaluate import colour_progress, measure_edit
+
+    seeds = range(world.HELDOUT_SEED_START, world.HELDOUT_SEED_START + N_SCENES)
+    scenes, masks, _ = world.make_scenes(seeds, color=SOURCE)
+    edited = edit(scenes)
+    if not torch.isfinite(edited).all():
+        return False, "the edit produced non-finite pixels"
+    m = measure_edit(scenes, edited, masks, TARGET)
+    turned = sum(m["per_scene_success"])
+    progress = (colour_progress(scenes, masks, SOURCE, TARGET), colour_progress(edited, masks, SOURCE, TARGET))
+    figures = (f"the dominant colour inside the shape is {TARGET} in {turned} of {N_SCENES} held-out {SOURCE} "
+               f"scenes (needed {SUCCESS_BAR:.0%}); {SOURCE}→{TARGET} progress {progress[0]:.3f} → "
+               f"{progress[1]:.3f}, mask IoU {m['iou']:.2f}, background change {m['background_mae']:.3f}")
+    log(figures)
+    if m["success"] < SUCCESS_BAR:
+        return False, f"the edit did not turn the shapes {TARGET}: {figures}"
+    return True, figures
