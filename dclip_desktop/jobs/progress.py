@@ -53,9 +53,9 @@ class OverallProgress:
 
 # UNet passes per image and diffusion step: sampling and inverting run a forward, training a forward and
 # a backward (about two more). On the bases that make a bar matter (256², compute-bound) phases take
-# about this; on the 32² demo, batch-150 sampling costs less per pass and training more (measured on a
-# 2-core CPU, red → blue by the default path: 33 % / 18 % / 49 % of the time against 69 / 11 / 20 %
-# of the passes).
+# about this; on the 32² demo, batch-150 sampling costs less per pass and training more (red → blue by
+# the default path on a 2-core CPU shared with other jobs: 33 % / 18 % / 49 % of the time against
+# 69 / 11 / 20 % of the passes), so there the bar runs ahead while sampling, but still never back.
 TRAIN_PASSES = 3
 
 
