@@ -68,6 +68,7 @@ def cmd_finetune(args) -> int:
     from tqdm import tqdm
 
     from ..jobs.finetune_job import FinetuneRequest, run_finetune
+    from ..jobs.progress import finetune_phases
     from ..zoo.registry import recipe_for
 
     session = _session(args)
@@ -82,7 +83,7 @@ def cmd_finetune(args) -> int:
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
                           config=_config_from_args(args), images=images, sample_count=args.sample,
                           oversample=args.oversample, filter_photos=args.filter)
-    with BarProgress(args.quiet) as bar:
+    with BarProgress(args.quiet, phases=finetune_phases(req)) as bar:
         entry = run_finetune(session, req, progress=bar, on_images=lambda chosen: tqdm.write(chosen.summary()))
     print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
     return 0
