@@ -40,7 +40,7 @@ def cmd_reconstruct(args) -> int:
 
     session = _session(args)
     spec = session.spec(args.base)
-    t0 = args.t0 if args.t0 is not None else spec.presets[0].t0
+    t0 = args.t0 if args.t0 is not None else spec.recipe.get("t0", FinetuneConfig.t0)
     img = load_image(args.image, spec.resolution, args.fit)
     with BarProgress(args.quiet) as bar:
         recon, metrics = reconstruct_tensor(session, args.base, img.tensor[None], t0, args.s_for, args.s_gen,

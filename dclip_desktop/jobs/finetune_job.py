@@ -73,8 +73,14 @@ class TrainingImages:
                 f"'{self.texts[0]}' to CLIP (against {', '.join(repr(t) for t in self.texts[1:])})")
 
 
-def _select(session: Session, req: FinetuneRequest, x: torch.Tensor, needed: int, what: str, hint: str):
-    """Keep the best CLIP matches of the source text among x; a JobError when too few match."""
+def _select(session: Session, req: FinetuneRequest, x: torch.Tensor, needed: int, least: int, what: str,
+            hint: str):
+    """Keep the best `needed` CLIP matches of the source text among x; a JobError when fewer than
+    `least` match.
+
+    Only a vocabulary (the source's kind: colours, hair colours) makes "matches" a verdict. Without one
+    the target is usually an edit of the source ("face" → "angry face"), every sample shows the source,
+    and CLIP's preference between the two says nothing about it: the best-ranked images are kept."""
     from ..core.zero_shot import contrast_texts, rank_by_source, zero_shot_probs
     from ..zoo.registry import vocabulary_for
 
@@ -83,9 +89,8 @@ def _select(session: Session, req: FinetuneRequest, x: torch.Tensor, needed: int
     texts = contrast_texts(req.source, req.target, [vocab.values] if vocab else [])
     clip_model, tokenizer = session.clip(session.clip_name(req.base_id))
     sel = rank_by_source(zero_shot_probs(clip_model, tokenizer, x, texts), texts)
-    # Half the wanted count still teaches the direction (one epoch sees each image S_gen times); fewer
-    # would mean the source text does not describe what the base draws.
-    least = max(2, (needed + 1) // 2)
+    if vocab is None:
+        return x[sel.order[:needed]], sel, texts
     if sel.matched < least:
         raise JobError(
             f"only {sel.matched} of {len(x)} {what} look like '{req.source}' to CLIP (against "
@@ -103,7 +108,7 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
         considered = matched = len(x)
         texts = None
         if req.filter_photos:
-            x, sel, texts = _select(session, req, x, len(x), "photos",
+            x, sel, texts = _select(session, req, x, len(x), 1, "photos",
                                     "give photos that show the source, or turn the filter off")
             matched = sel.matched
         # With one photo, train on it and preview it too: nothing else to hold out.
@@ -117,8 +122,10 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
     )
     if req.oversample == 1:
         return TrainingImages(sampled, "sampled", len(sampled), len(sampled))
+    # Half the wanted count still teaches the direction (one epoch sees each image S_gen times); fewer
+    # means the source text does not describe what the base draws.
     kept, sel, texts = _select(
-        session, req, sampled, needed, "images sampled from the base",
+        session, req, sampled, needed, max(2, (needed + 1) // 2), "images sampled from the base",
         "raise the oversampling, or use a source text that describes what the base draws, or give photos")
     if len(kept) < 2:
         kept = torch.cat([kept, kept])
