@@ -38,7 +38,9 @@ def measure_edit(before: torch.Tensor, after: torch.Tensor, masks: torch.Tensor,
     """Per-batch pixel metrics of an edit whose target is a colour, a shape or a background.
 
     - success: share of scenes where the target attribute is measured in the result (dominant colour
-      inside the original mask; shape of the result's foreground; background from the border);
+      inside the original mask; shape of the result's foreground; background from the border, and the
+      shape still there: at least half the original mask stands out from the new background, so an
+      edit that paints the whole image the background colour does not count);
     - iou: foreground mask of the result vs the original shape mask (the shape stayed in place);
     - background_mae: mean |after − before| in [0,1] units outside the (1-px dilated) original mask.
     """
@@ -55,7 +57,7 @@ def measure_edit(before: torch.Tensor, after: torch.Tensor, masks: torch.Tensor,
         if "shape" in target:
             ok &= fg.any() and world.shape_of_mask(fg) == target["shape"]
         if "background" in target:
-            ok &= bg == target["background"]
+            ok &= bg == target["background"] and bool(mask.any()) and fg[mask].mean() >= 0.5
         success.append(bool(ok))
         union = (fg | mask).sum()
         ious.append(float((fg & mask).sum() / union) if union else 1.0)
