@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -175,7 +176,7 @@ def run_matrix(
     *,
     progress: Optional[JobProgress] = None,
     cancel: Optional[CancelToken] = None,
-    on_row: Optional[callable] = None,
+    on_row: Optional[Callable[[dict], None]] = None,
 ) -> list[dict]:
     """Every ordered pair of the chosen kinds through the default path; writes demo-matrix.json/.md and
     demo-matrix.png (per pair, 8 held-out scenes and their edits), rewritten after each pair."""
