@@ -22,6 +22,9 @@ def test_preset_finetune_apply_turns_the_circle_blue(qtbot):
     w = create_window()
     qtbot.addWidget(w)
     try:
+        if w.controller.busy:  # the window loads the base on start
+            with qtbot.waitSignal(w.controller.busy_changed, timeout=LONG, check_params_cb=lambda busy: not busy):
+                pass
         with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "open"):
             assert w.open_image(str(SAMPLE))
         p = w.prompt

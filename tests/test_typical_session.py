@@ -50,6 +50,9 @@ def ran(tmp_path_factory):
     codes = []
     mp = pytest.MonkeyPatch()
     mp.chdir(cwd)
+    # A module fixture runs outside conftest's per-test isolation: give the session its own home.
+    for var in ("DCLIP_LIBRARY_DIR", "DCLIP_LATENT_CACHE_DIR", "DCLIP_CACHE_DIR", "DCLIP_CONFIG_DIR"):
+        mp.setenv(var, str(cwd / ".home" / var.lower()))
     try:
         for argv in typical_session():
             assert argv[0] == "dclip"

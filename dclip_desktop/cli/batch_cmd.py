@@ -65,7 +65,9 @@ class _Printer:
             self.width = 0
 
 
-def _print_summary(summary, stream=sys.stdout) -> None:
+def _print_summary(summary, stream=None) -> None:
+    # sys.stdout looked up per call, not bound at import: an embedding host may swap it later.
+    stream = stream or sys.stdout
     print(f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed} "
           f"(of {summary.total}; {summary.images_per_s:.2f} images/s)", file=stream)
     if summary.report_json:
