@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def typical_session() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"A typical session:\s*```bash\n(.*?)```", text, re.S)
+    block = re.search(r"A typical session[^\n]*\n(?:[^\n]+\n)*?\s*```bash\n(.*?)```", text, re.S)
     assert block, "README.md lost its typical session"
     lines = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
     return [shlex.split(line) for line in lines if line]
