@@ -175,8 +175,8 @@ DEMO_PRESETS = [
            epochs=4, clip_loss_form="dir"),
 ]
 
-# Measured on tuning scenes (seeds ≥ 2 000 000) by the default path (models/demo/README.md, "Default
-# recipe"). Colours at t0 301 / λ_L1 1 (the red → blue preset) keep outlines best, but the fine-tune then
+# Measured on tuning scenes (seeds ≥ 2 000 000) by the default path (models/demo/README.md, "The default
+# path"). Colours at t0 301 / λ_L1 1 (the red → blue preset) keep outlines best, but the fine-tune then
 # paints the background green → red or blue → yellow (0 %); t0 501 lets the shape be redrawn in the
 # new colour and λ_L1 3 holds the background and the layout.
 DEMO_RECIPE = {"t0": 501, "lambda_l1": 3.0, "epochs": 4, "clip_loss_form": "neglog"}
