@@ -20,6 +20,7 @@ from dclip_desktop.jobs.finetune_job import FinetuneRequest, run_finetune
 from dclip_desktop.jobs.session import Session
 from dclip_desktop.jobs.settings import Settings
 from dclip_desktop.jobs.translate_job import TranslateRequest, translate_tensor
+from dclip_desktop.zoo.registry import recipe_for
 
 N_TRAIN = 48
 N_EVAL = 100
@@ -47,7 +48,8 @@ class World:
             preset = find_preset(self.session, query)
             train_x, _, _ = world.make_scenes(range(N_TRAIN), **scene_overrides(preset.source))
             req = FinetuneRequest(DEMO_BASE, preset.source, preset.target, preset.name,
-                                  config=FinetuneConfig(**preset.tuning()), tensors=train_x)
+                                  config=FinetuneConfig(**recipe_for(self.session.spec(DEMO_BASE), preset.source, preset.target)),
+                                  tensors=train_x)
             self._attrs[query] = (run_finetune(self.session, req), preset)
         return self._attrs[query]
 

@@ -41,14 +41,6 @@ class Preset:
     epochs: Optional[int] = None
     clip_loss_form: Optional[str] = None
 
-    def tuning(self) -> dict:
-        """The preset's FinetuneConfig overrides: t0 plus whatever else it sets."""
-        out = {"t0": self.t0}
-        for key in ("lambda_l1", "epochs", "clip_loss_form"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
-
 
 @dataclass(frozen=True)
 class Vocabulary:
