@@ -54,16 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         os.environ["DCLIP_OFFLINE"] = "1"
-    from ..jobs.errors import user_error_types
+    from ..jobs.errors import user_message
 
     try:
         return int(args.func(args) or 0)
-    except user_error_types() as exc:
-        print(f"dclip {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"dclip {args.command}: cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = user_message(exc)
+        if message is None:  # a bug: keep the traceback
+            raise
+        print(f"dclip {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -204,10 +204,11 @@ class Worker(QObject):
         if oom:
             return ("The GPU ran out of memory. Caches were freed; try a smaller batch size, LoRA instead of full "
                     "weights, fp16/bf16 precision, fewer images, or the CPU device.")
-        from ..jobs.errors import user_error_types
+        from ..jobs.errors import user_message
 
-        if isinstance(exc, user_error_types()):
-            return str(exc) or type(exc).__name__  # verbatim: messages often start with a file name
+        message = user_message(exc)  # messages often start with a file name
+        if message is not None:
+            return message
         return f"Unexpected error ({type(exc).__name__}): {exc}"
 
 
