@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..core.finetune import LR_SCHEDULES, MODES, FinetuneConfig
-from ..jobs.errors import JobError
 from ..jobs.images import FIT_POLICIES, list_images, load_image, read_metadata, save_png
+from ..jobs.output_paths import output_targets
 from .progress import BarProgress
 
 
@@ -25,28 +25,17 @@ def _session(args):
     return Session(settings)
 
 
-def _out_path(out: str, default_name: str) -> Path:
-    path = Path(out)
-    return path / default_name if path.is_dir() else path
-
-
-def _refuse_overwrite_input(out: Path, inputs: list[Path]) -> None:
-    if any(out.resolve() == Path(p).resolve() for p in inputs):
-        raise JobError(f"{out}: refusing to overwrite the input image; choose another output path")
-
-
 def cmd_reconstruct(args) -> int:
     from ..jobs.edit_job import reconstruct_tensor
 
     session = _session(args)
     spec = session.spec(args.base)
     t0 = args.t0 if args.t0 is not None else spec.recipe.get("t0", FinetuneConfig.t0)
+    [out] = output_targets(args.output, [Path(args.image).stem], "_recon", [args.image])
     img = load_image(args.image, spec.resolution, args.fit)
     with BarProgress(args.quiet) as bar:
         recon, metrics = reconstruct_tensor(session, args.base, img.tensor[None], t0, args.s_for, args.s_gen,
                                             progress=bar)
-    out = _out_path(args.output, f"{Path(args.image).stem}_recon.png")
-    _refuse_overwrite_input(out, [Path(args.image)])
     meta = {"operation": "reconstruct", "base_id": args.base, "t0": t0, "s_for": args.s_for, "s_gen": args.s_gen}
     save_png(recon[0], out, meta)
     print(f"MAE {metrics['mae']:.4f}  SSIM {metrics['ssim']:.4f}  → {out}")
@@ -104,18 +93,13 @@ def cmd_edit(args) -> int:
     base_id = resolve(session, req)[0]
     spec = session.spec(base_id)
     paths = [Path(p) for p in args.images]
+    targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)  # before any work
     import torch
 
     x = torch.stack([load_image(p, spec.resolution, args.fit).tensor for p in paths])
     with BarProgress(args.quiet) as bar:
         out = edit_tensor(session, req, x, progress=bar)
     meta = edit_metadata(session, req)
-    targets = []
-    for p in paths:
-        target = _out_path(args.output, f"{p.stem}_edit.png") if len(paths) > 1 or Path(args.output).is_dir() \
-            else Path(args.output)
-        _refuse_overwrite_input(target, paths)
-        targets.append(target)
     for p, target, img in zip(paths, targets, out):
         save_png(img, target, {**meta, "source_image": p.name})
         print(f"{p} → {target}")
@@ -132,15 +116,12 @@ def cmd_translate(args) -> int:
     spec = session.spec(resolve(session, edit)[0])
     req = TranslateRequest(edit=edit, seeds=list(range(args.seed, args.seed + args.seeds)), rounds=args.rounds,
                            project_t0=args.project_t0)
+    stem = Path(args.image).stem
+    targets = output_targets(args.output, [f"{stem}_seed{seed}" for seed in req.seeds], "", [args.image])
     x = load_image(args.image, spec.resolution, args.fit).tensor[None]
     with BarProgress(args.quiet) as bar:
         _, edited = translate_tensor(session, req, x, progress=bar)
-    out = Path(args.output)
-    _refuse_overwrite_input(out, [Path(args.image)])
-    for seed, img in zip(req.seeds, edited):
-        target = out / f"{Path(args.image).stem}_seed{seed}.png" if len(req.seeds) > 1 else out
-        if len(req.seeds) > 1:
-            out.mkdir(parents=True, exist_ok=True)
+    for seed, target, img in zip(req.seeds, targets, edited):
         save_png(img, target, translate_metadata(session, req, seed))
         print(target)
     return 0

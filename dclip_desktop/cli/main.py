@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from .. import __version__
@@ -44,7 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Warnings(logging.Handler):
+    """The engine's warnings (a latent cache that could not be written, ...) as `dclip: warning: ...`
+    lines on whatever stderr is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"dclip: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warnings() -> None:
+    log = logging.getLogger("dclip_desktop")
+    if not any(isinstance(h, _Warnings) for h in log.handlers):
+        log.addHandler(_Warnings(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

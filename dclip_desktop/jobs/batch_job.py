@@ -268,9 +268,6 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
     files, batch_id = manifest["files"], manifest["batch_id"]
     names = OutputNames(out, files)
     summary = BatchSummary(total=len(rels), manifest=out / MANIFEST_NAME)
-    bs = req.batch_size
-    meta_base = {**edit_metadata(session, req.edit), "seed": req.seed, "fit": req.fit, "paste_back": req.paste_back,
-                 "batch_size": bs, "batch_id": batch_id, "settings_key": key}
     counted = 0  # files accounted for in progress (skipped, failed, or edited and handed to the writer)
 
     def tell(rel: str, status: str, reason: Optional[str] = None) -> None:
@@ -308,6 +305,11 @@ def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgres
         todo.append(rel)
     if counted and progress is not None:
         progress("batch", counted, len(rels), None)
+    # Chunks are padded to exactly `bs` images (reproducibility): never pad past the files there are, or
+    # `--batch-size 100000` on 5 photos asks for 100,000 images' worth of memory.
+    bs = min(req.batch_size, max(1, len(todo)))
+    meta_base = {**edit_metadata(session, req.edit), "seed": req.seed, "fit": req.fit, "paste_back": req.paste_back,
+                 "batch_size": bs, "batch_id": batch_id, "settings_key": key}
 
     def save_manifest() -> None:
         manifest["updated"] = time.time()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 from PIL import Image
 
+from ..untrusted import contained, display, loads_object, take
 from .errors import JobError
 from .images import atomic_write_bytes
 
@@ -50,18 +51,67 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
 
+STATUSES = ("pending", "done", "failed")
+MAX_MANIFEST_BYTES = 256 << 20  # ~1 M files; the manifest is rewritten after every chunk
+
+
+class ManifestDamaged(JobError):
+    pass
+
+
+def parse_manifest(data: str | bytes, out: str | os.PathLike) -> dict:
+    """A batch manifest, checked field by field: anyone with write access to the output folder could
+    have edited it, and its output names become paths we write to. ManifestDamaged on any problem."""
+    what = f"{Path(out) / MANIFEST_NAME}: the batch manifest is damaged"
+    data = loads_object(data, what, max_bytes=MAX_MANIFEST_BYTES, error=ManifestDamaged)
+    if data.get("format") != FORMAT:
+        raise ManifestDamaged(f"{what}: unknown format {display(repr(data.get('format')))[:60]}")
+    batch_id = take(data, "batch_id", str, what, max_len=64, error=ManifestDamaged)
+    if not re.fullmatch(r"[0-9a-f]{1,64}", batch_id):
+        raise ManifestDamaged(f"{what}: batch_id is not a hex id")
+    settings = take(data, "settings", dict, what, max_len=1 << 16, error=ManifestDamaged)
+    if not all(isinstance(v, dict) for v in settings.values()):
+        raise ManifestDamaged(f"{what}: settings are not objects")
+    take(data, "current", str, what, default="", max_len=64, error=ManifestDamaged)
+    for key in ("created", "updated"):
+        take(data, key, float, what, default=0.0, error=ManifestDamaged)
+    files = take(data, "files", dict, what, max_len=1 << 24, error=ManifestDamaged)
+    taken: set[str] = set()
+    for rel, entry in files.items():
+        where = f"{what} (entry {display(rel)[:200]})"
+        if not isinstance(entry, dict):
+            raise ManifestDamaged(f"{where}: not an object")
+        if take(entry, "status", str, where, error=ManifestDamaged) not in STATUSES:
+            raise ManifestDamaged(f"{where}: unknown status")
+        output = take(entry, "output", str, where, default=None, max_len=4096, error=ManifestDamaged)
+        if output is not None:
+            # Outputs are written (and adopted on --resume) by this name: it must stay inside OUT_DIR.
+            contained(out, output, where, error=ManifestDamaged)
+            if not output.casefold().endswith(".png"):
+                raise ManifestDamaged(f"{where}: output {display(output)} is not a .png")
+            if output.casefold() in taken:
+                raise ManifestDamaged(f"{where}: output {display(output)} is claimed twice")
+            taken.add(output.casefold())
+        take(entry, "size", int, where, default=0, lo=0, error=ManifestDamaged)
+        take(entry, "mtime_ns", int, where, default=0, error=ManifestDamaged)
+        take(entry, "reason", str, where, default=None, max_len=4096, error=ManifestDamaged)
+        take(entry, "settings", str, where, default=None, max_len=64, error=ManifestDamaged)
+    return data
+
+
 def read_manifest(output_dir: str | os.PathLike) -> Optional[dict]:
     path = Path(output_dir) / MANIFEST_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        data = json.loads(path.read_text("utf-8"))
-        if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
-            raise ValueError("unknown format")
-        return data
-    except (OSError, ValueError) as exc:
-        raise JobError(f"{path}: the batch manifest is damaged ({exc}); use --force to start a new batch "
-                       "here (existing files are kept, new outputs get new names)") from None
+        if not path.is_file() or path.is_symlink():
+            raise ManifestDamaged(f"{path}: the batch manifest is not a regular file")
+        return parse_manifest(path.read_bytes(), output_dir)
+    except (OSError, ManifestDamaged) as exc:
+        reason = f"{path}: the batch manifest cannot be read ({exc.strerror})" if isinstance(exc, OSError) \
+            else str(exc)
+        raise ManifestDamaged(f"{display(reason)}; use --force to start a new batch here (existing files are "
+                              "kept, new outputs get new names)") from None
 
 
 def remove_stale_parts(out: Path) -> None:
@@ -89,7 +139,9 @@ class OutputNames:
         self.taken = {e["output"].casefold(): r for r, e in files.items() if e.get("output")}
 
     def assign(self, rel: str, reuse: Optional[str] = None) -> str:
-        if reuse and self.taken.get(reuse.casefold()) in (None, rel) and not (self.out / reuse).exists():
+        if reuse is not None:
+            contained(self.out, reuse, "the batch manifest", error=ManifestDamaged)  # parse_manifest checked it too
+        if reuse and self.taken.get(reuse.casefold()) in (None, rel) and not os.path.lexists(self.out / reuse):
             self.taken[reuse.casefold()] = rel
             return reuse
         stem = Path(rel).with_suffix(".png")

@@ -70,6 +70,17 @@ def parse_schedule_arg(text: Optional[str]):
         raise JobError(f"--schedule is neither '{BY_T0}' nor valid JSON rows ({exc})") from None
 
 
+def attribute_t0(session: Session, entry) -> int:
+    """The return step an attribute edits at: its own, else (an imported .pth whose name told none)
+    the base recipe's, the t0 such checkpoints are usually trained at."""
+    t0 = entry.t0
+    if isinstance(t0, int) and not isinstance(t0, bool) and 0 < t0 < 1000:
+        return t0
+    from ..core.finetune import FinetuneConfig
+
+    return int(session.spec(entry.base_id).recipe.get("t0", FinetuneConfig.t0))
+
+
 def resolve(session: Session, req: EditRequest):
     """Validate the request against the library; returns (base_id, entries, models, schedule, t0)."""
     if not req.attributes:
@@ -84,15 +95,16 @@ def resolve(session: Session, req: EditRequest):
     if bases != {base_id}:
         raise JobError(f"attributes belong to base(s) {sorted(bases)}, not to '{base_id}'")
     weights = [w for _, w in req.attributes]
+    t0s = [attribute_t0(session, e) for e in entries]
     if req.schedule == BY_T0:
-        sched = WeightSchedule.by_t0([int(e.t0) for e in entries], weights)
+        sched = WeightSchedule.by_t0(t0s, weights)
     elif isinstance(req.schedule, str):
         raise JobError(f"unknown schedule {req.schedule!r}: give JSON rows or '{BY_T0}'")
     else:
         sched = WeightSchedule.of(req.schedule) if req.schedule else WeightSchedule.constant(weights)
     sched.validate(len(models))
-    used = [e for i, e in enumerate(entries) if any(ws[i] != 0 for _, ws in sched.rows)]
-    t0 = req.t0 if req.t0 is not None else max(int(e.t0) for e in used)
+    used = [t for i, t in enumerate(t0s) if any(ws[i] != 0 for _, ws in sched.rows)]
+    t0 = req.t0 if req.t0 is not None else max(used)
     validate_t0(t0)
     validate_steps(req.s_for, "S_for")
     validate_steps(req.s_gen, "S_gen")

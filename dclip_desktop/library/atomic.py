@@ -19,6 +19,21 @@ from .errors import LibraryError
 TMP_PREFIX = ".tmp-"
 
 
+_UMASK: Optional[int] = None
+
+
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it; do that before threads write)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_umask()
+
+
 def fsync_dir(path: Path) -> None:
     """Persist a directory's entries (renames, new files). A no-op where directories can't be opened."""
     try:
@@ -52,16 +67,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True, prefix: s
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp makes the file 0600; a saved file gets the mode any program's file gets (umask).
+            if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # a write to the fd: name the file for the user
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     if fsync:
         fsync_dir(path.parent)

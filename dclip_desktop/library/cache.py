@@ -4,14 +4,23 @@ A latent depends on the base weights, the image, t0, S_for and the precision the
 all five are the key; a changed base file (new sha256) simply misses. Each latent is one small
 safetensors file under <root>/<2 hex>/<sha256 of the key>.safetensors. The cache holds at most
 `cap_bytes`; the least recently used files go first (a hit refreshes the file's mtime). A corrupt
-or half-written file is a miss and is deleted: the cache never breaks a job.
+or half-written file is a miss and is deleted: the cache never breaks a job, and a cache write that
+fails (a full or read-only disk) is logged once and the job goes on without it.
+
+The cache may be pointed at any folder, even one full of the user's files, so it only ever touches
+files it wrote: `<2 hex>/<64 hex>.safetensors` regular files (never through a symlink) whose
+safetensors header carries our key fields, and its own `.dclip-latent-*.part` leftovers in those folders.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import stat
 import struct
 import threading
 import time
@@ -24,13 +33,49 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .atomic import TMP_PREFIX, atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .paths import latent_cache_dir
 
 KEY_VERSION = "1"
 SUFFIX = ".safetensors"
 DEFAULT_CAP = 2 * 1024**3
 _STALE_TEMP_S = 3600
+_SUBDIR = re.compile(r"^[0-9a-f]{2}$")
+_FILE = re.compile(r"^[0-9a-f]{64}\.safetensors$")
+TEMP_PREFIX = ".dclip-latent-"  # our own temp names, so a sweep never matches a user's ".tmp-*" file
+_TEMP = re.compile(r"^" + re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}\.part$")  # mkstemp's 8 random characters
+_log = logging.getLogger(__name__)
+
+
+def _regular(path: Path) -> Optional[os.stat_result]:
+    """lstat of a regular file (not a link, folder or device), else None."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _header_fields(path: Path) -> Optional[dict]:
+    """The `__metadata__` of a safetensors file, reading only its header; None if it is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                return None
+            (n,) = struct.unpack("<Q", head)
+            if n > 1 << 16:
+                return None
+            meta = json.loads(fh.read(n)).get("__metadata__")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _ours(path: Path) -> bool:
+    meta = _header_fields(path)
+    return meta is not None and meta.get("key_version") is not None and set(meta) == set(LatentKey.__annotations__) | {
+        "key_version"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +102,7 @@ class CacheStats:
     puts: int = 0
     evictions: int = 0
     corrupt: int = 0
+    write_errors: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -72,6 +118,7 @@ class LatentCache:
         self._size: Optional[int] = None  # running estimate; rescanned before evicting
         self._clock = 0
         self._mutex = threading.Lock()
+        self.write_error: Optional[str] = None  # why the cache stopped writing (full or read-only disk)
 
     def __repr__(self) -> str:
         return f"LatentCache({str(self.root)!r}, cap_bytes={self.cap_bytes})"
@@ -88,6 +135,8 @@ class LatentCache:
             pass
 
     def _discard(self, path: Path) -> None:
+        if _regular(path) is None:  # never a link (it would be the link target's folder that we clean)
+            return
         try:
             path.unlink()
         except OSError:
@@ -96,6 +145,8 @@ class LatentCache:
     def get(self, key: LatentKey) -> Optional[torch.Tensor]:
         path = self.path_for(key)
         try:
+            if _regular(path) is None or path.parent.is_symlink():
+                raise FileNotFoundError(path)
             data = path.read_bytes()
         except OSError:
             with self._mutex:
@@ -123,14 +174,25 @@ class LatentCache:
         self._maybe_evict()
 
     def _put(self, key: LatentKey, tensor: torch.Tensor) -> None:
+        if self.write_error is not None:
+            return
         data = st_save({"latent": tensor.detach().cpu().contiguous()}, metadata=key.fields())
         path = self.path_for(key)
+        st = _regular(path)
+        old = st.st_size if st is not None else 0
         try:
-            old = path.stat().st_size
-        except OSError:
-            old = 0
-        # No fsync: a cache file lost or torn by a power cut is just a miss next time.
-        atomic_write_bytes(path, data, fsync=False)
+            if path.parent.is_symlink():
+                raise NotADirectoryError(errno.ENOTDIR, "a link where the cache keeps its files", str(path.parent))
+            # No fsync: a cache file lost or torn by a power cut is just a miss next time.
+            atomic_write_bytes(path, data, fsync=False, prefix=TEMP_PREFIX)
+        except OSError as exc:
+            # A cache is an optimisation: a full, read-only or odd disk must not fail the edit.
+            with self._mutex:
+                self.stats.write_errors += 1
+                self.write_error = f"{exc.filename or self.root}: {exc.strerror or exc}"
+            _log.warning("the latent cache at %s is not written (%s); edits go on without it",
+                         self.root, self.write_error)
+            return
         with self._mutex:
             self._touch(path)
             self.stats.puts += 1
@@ -148,23 +210,26 @@ class LatentCache:
         self._maybe_evict()
 
     def _files(self) -> list[tuple[int, int, Path]]:
-        """(mtime_ns, size, path) of every cache file; stale temp files are removed on the way."""
+        """(mtime_ns, size, path) of every file this cache wrote; its stale temp files are removed."""
         out = []
         now = time.time()
-        if not self.root.is_dir():
+        try:
+            subs = [p for p in self.root.iterdir() if _SUBDIR.match(p.name) and not p.is_symlink() and p.is_dir()]
+        except OSError:
             return out
-        for sub in self.root.iterdir():
-            if not sub.is_dir():
+        for sub in subs:
+            try:
+                entries = list(sub.iterdir())
+            except OSError:
                 continue
-            for p in sub.iterdir():
-                try:
-                    st = p.stat()
-                except OSError:
+            for p in entries:
+                st = _regular(p)
+                if st is None:
                     continue
-                if p.name.startswith(TMP_PREFIX):
+                if _TEMP.match(p.name):
                     if now - st.st_mtime > _STALE_TEMP_S:
                         self._discard(p)
-                elif p.name.endswith(SUFFIX):
+                elif _FILE.match(p.name) and p.name.startswith(sub.name) and _ours(p):
                     out.append((st.st_mtime_ns, st.st_size, p))
         return out
 
