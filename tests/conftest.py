@@ -5,6 +5,13 @@ os.environ.setdefault("DCLIP_OFFLINE", "1")  # tests never touch the network
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# The parsers' fuzzers (tests/test_fuzz_parsers.py): 200 examples each in CI; HYPOTHESIS_PROFILE=long
+# for a longer run. No deadline: a 2-core CI machine stalls now and then.
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def tiny_unet(seed: int = 0, size: int = 16):
