@@ -362,3 +362,11 @@ def test_outputs_follow_the_umask(env, tmp_path, capsys):
     finally:
         os.umask(old)
         atomic._UMASK = None
+
+
+def test_default_t0_is_finetune_configs():
+    from dclip_desktop.core.finetune import FinetuneConfig
+    from dclip_desktop.zoo.registry import DEFAULT_T0, attribute_t0
+
+    assert DEFAULT_T0 == FinetuneConfig.t0  # the registry cannot import torch-heavy core/finetune
+    assert attribute_t0(None, "no-such-base") == DEFAULT_T0 and attribute_t0(True, "demo-shapes") != 1

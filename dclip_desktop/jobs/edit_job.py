@@ -15,6 +15,7 @@ from ..core.ddim import ddim_generate
 from ..core.metrics import mae, ssim
 from ..core.mixing import ModelDenoiser, WeightSchedule, attribute_mix
 from ..core.schedule import validate_steps, validate_t0
+from ..zoo.registry import attribute_t0
 from .errors import JobError
 from .progress import JobProgress, phase
 from .session import Session
@@ -70,17 +71,6 @@ def parse_schedule_arg(text: Optional[str]):
         raise JobError(f"--schedule is neither '{BY_T0}' nor valid JSON rows ({exc})") from None
 
 
-def attribute_t0(session: Session, entry) -> int:
-    """The return step an attribute edits at: its own, else (an imported .pth whose name told none)
-    the base recipe's, the t0 such checkpoints are usually trained at."""
-    t0 = entry.t0
-    if isinstance(t0, int) and not isinstance(t0, bool) and 0 < t0 < 1000:
-        return t0
-    from ..core.finetune import FinetuneConfig
-
-    return int(session.spec(entry.base_id).recipe.get("t0", FinetuneConfig.t0))
-
-
 def resolve(session: Session, req: EditRequest):
     """Validate the request against the library; returns (base_id, entries, models, schedule, t0)."""
     if not req.attributes:
@@ -95,7 +85,7 @@ def resolve(session: Session, req: EditRequest):
     if bases != {base_id}:
         raise JobError(f"attributes belong to base(s) {sorted(bases)}, not to '{base_id}'")
     weights = [w for _, w in req.attributes]
-    t0s = [attribute_t0(session, e) for e in entries]
+    t0s = [attribute_t0(e.t0, e.base_id) for e in entries]
     if req.schedule == BY_T0:
         sched = WeightSchedule.by_t0(t0s, weights)
     elif isinstance(req.schedule, str):

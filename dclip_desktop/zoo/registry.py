@@ -12,6 +12,10 @@ from typing import Optional
 DDPM_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
 
 
+# FinetuneConfig.t0 (core.finetune, which needs torch): the t0 of a base without a recipe
+DEFAULT_T0 = 400
+
+
 class UnknownBaseError(KeyError, ValueError):
     """An id that names no registered model; the message lists the valid ones."""
 
@@ -321,6 +325,17 @@ def find_preset_for(spec: BaseSpec, source: str, target: str) -> Optional[Preset
         if p.source.lower() == s and p.target.lower() == t:
             return p
     return None
+
+
+def attribute_t0(t0, base_id: str) -> int:
+    """The return step an attribute edits at: its own, else (an imported .pth whose name told none)
+    the base recipe's, the t0 such checkpoints are usually trained at."""
+    if isinstance(t0, int) and not isinstance(t0, bool) and 0 < t0 < 1000:
+        return t0
+    try:
+        return int(get_base(base_id).recipe.get("t0", DEFAULT_T0))
+    except UnknownBaseError:
+        return DEFAULT_T0
 
 
 def recipe_for(spec: BaseSpec, source: str, target: str) -> dict:

@@ -9,6 +9,8 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
+from ...zoo.registry import attribute_t0
+
 TOL = 1e-4
 
 
@@ -43,7 +45,7 @@ class MixingModel(QObject):
         for e in entries:
             prev = old.get(e.id)
             label = f"{e.source} → {e.target}" if e.source or e.target else ""
-            rows.append(AttrRow(e.id, e.name, int(e.t0 or 0), label, prev.checked if prev else False,
+            rows.append(AttrRow(e.id, e.name, attribute_t0(e.t0, e.base_id), label, prev.checked if prev else False,
                                 prev.weight if prev else 1.0))
         self.rows = rows
         self._schedule_fit()
