@@ -11,7 +11,7 @@ from dclip_desktop.gui.models.paint import PaintModel
 
 
 def _entry(i, name):
-    return SimpleNamespace(id=f"id{i}", name=name, t0=400, source="red", target=name)
+    return SimpleNamespace(id=f"id{i}", name=name, t0=400, base_id="demo-shapes", source="red", target=name)
 
 
 def test_mixing_validation_and_request(qapp):
