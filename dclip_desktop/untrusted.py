@@ -1,12 +1,13 @@
 """What comes from a file a stranger could have written: JSON, paths inside folders, text to print.
 
 Attributes travel as `.dclip` and `.pth` files, batch manifests sit on shared disks, settings and
-PNG metadata are JSON anyone can edit. Every reader of such data goes through the three rules here,
+PNG metadata are JSON anyone can edit. Every reader of such data goes through the rules here,
 so each is written once:
-- `loads_object`: JSON that must be an object, bounded in size and nesting, with no NaN/Infinity.
-  `take` then reads one field with its type and range.
+- `loads_object`: JSON that must be an object, bounded in size and nesting, with no NaN/Infinity
+  (`loads_value` for the rare JSON of another shape). `take` then reads one field with its type and range.
 - `contained`: a relative path named by a file, resolved (symlinks too) and kept inside its folder.
 - `display` / `check_text`: control and bidi characters are escaped when printed and refused in new names.
+- `open_regular`: a file to read is opened only if it is a regular file (a FIFO must not hang a reader).
 
 Errors are the caller's kind (`error=`), so a library manifest fails as a LibraryError and a batch
 manifest as a JobError; the default is UntrustedDataError. Nothing else escapes.
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional
@@ -55,9 +57,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def loads_object(data: str | bytes, what: str, *, max_bytes: int = MAX_TEXT, max_depth: int = MAX_DEPTH,
-                 error: type[Exception] = UntrustedDataError) -> dict:
-    """Parse `data` as a JSON object; `error(f"{what}: ...")` on anything else."""
+def loads_value(data: str | bytes, what: str, *, max_bytes: int = MAX_TEXT, max_depth: int = MAX_DEPTH,
+                error: type[Exception] = UntrustedDataError) -> Any:
+    """Parse `data` as JSON of any shape (a schedule is a list), bounded in size and nesting, with no
+    NaN/Infinity; `error(f"{what}: ...")` on anything else. Most callers want `loads_object`."""
     if len(data) > max_bytes:
         raise error(f"{what}: implausibly large ({len(data)} bytes, at most {max_bytes})")
     if isinstance(data, (bytes, bytearray)):
@@ -68,9 +71,15 @@ def loads_object(data: str | bytes, what: str, *, max_bytes: int = MAX_TEXT, max
     if _depth(data) > max_depth:
         raise error(f"{what}: nested more than {max_depth} levels deep")
     try:
-        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise error(f"{what}: not valid JSON ({exc})") from None
+
+
+def loads_object(data: str | bytes, what: str, *, max_bytes: int = MAX_TEXT, max_depth: int = MAX_DEPTH,
+                 error: type[Exception] = UntrustedDataError) -> dict:
+    """Parse `data` as a JSON object; `error(f"{what}: ...")` on anything else."""
+    value = loads_value(data, what, max_bytes=max_bytes, max_depth=max_depth, error=error)
     if not isinstance(value, dict):
         raise error(f"{what}: holds a JSON {type(value).__name__}, not an object")
     return value
@@ -92,7 +101,8 @@ def take(obj: dict, key: str, kind: type | tuple, what: str, *, default: Any = M
         names = "/".join(k.__name__ for k in kinds)
         raise error(f"{what}: '{key}' should be {names}, not {type(value).__name__}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+                float in kinds and isinstance(value, int) and abs(value) > 1e308):
             raise error(f"{what}: '{key}' is not a finite number")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise error(f"{what}: '{key}' = {value} is outside {lo}..{hi}")
@@ -118,6 +128,23 @@ def contained(root: str | os.PathLike, rel: Any, what: str, *,
     if not inside:
         raise error(f"{what}: {display(rel)} points outside {root} (through a link)")
     return path
+
+
+def open_regular(path: str | os.PathLike, what: str, *, error: type[Exception] = UntrustedDataError):
+    """`path` opened for binary reading if it is a regular file, else `error`. A FIFO named like a
+    settings file or an image would block a plain open() forever, so the open does not wait
+    (O_NONBLOCK) and the kind is checked on the opened file, not on the name (no race). OSError from
+    the open itself (missing file, permissions) is the caller's to word."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+            raise error(f"{what}: is {kind}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _unsafe(ch: str) -> bool:

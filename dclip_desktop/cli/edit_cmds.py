@@ -128,9 +128,17 @@ def cmd_translate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from ..untrusted import display
+
     meta = read_metadata(args.image)
-    print(json.dumps(meta, indent=2, sort_keys=True) if args.json else
-          "\n".join(f"{k}: {json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in sorted(meta.items())))
+    if args.json:  # ensure_ascii (the default) escapes every control and bidi character
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    # Anyone can write a PNG's text: keys and values go through display() so a control or bidi
+    # character cannot move the cursor, recolour the terminal or reorder what the user reads.
+    for k, v in sorted(meta.items()):
+        shown = json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+        print(f"{display(k)}: {display(shown)}")
     return 0
 
 

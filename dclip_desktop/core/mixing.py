@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -16,8 +17,50 @@ import torch
 from torch import nn
 
 from .ddim import Denoiser
+from .schedule import T
 
 WEIGHT_TOLERANCE = 1e-3
+
+
+def _shown(value) -> str:
+    """`value` for an error message, cut short (an int too long for str() shows as its type)."""
+    try:
+        text = str(value)
+    except ValueError:
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _number(value, what: str) -> float:
+    """`value` as a finite float; bools and text are refused (JSON `true` is not a weight)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} should be a number, not {type(value).__name__}")
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond float range
+        out = math.inf
+    if not math.isfinite(out):
+        raise ValueError(f"{what} is not a finite number")
+    return out
+
+
+def _rows(rows) -> tuple[tuple[int, tuple[float, ...]], ...]:
+    """Schedule rows checked for shape: each (integer threshold in 0..T−1, sequence of finite weights).
+    Rows come from the CLI, PNG metadata and the GUI, so a wrong shape is the user's ValueError, not a
+    TypeError from deep inside."""
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+        raise ValueError(f"a mixing schedule is a list of [threshold, [weights…]] rows, not {type(rows).__name__}")
+    out = []
+    for k, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or len(row) != 2:
+            raise ValueError(f"schedule row {k + 1} is not [threshold, [weights…]]: {_shown(row)}")
+        th, ws = row
+        if isinstance(th, bool) or not isinstance(th, numbers.Integral) or not 0 <= th <= T - 1:
+            raise ValueError(f"schedule row {k + 1}: the threshold must be an integer in 0..{T - 1}, got {_shown(th)}")
+        if isinstance(ws, (str, bytes)) or not isinstance(ws, Sequence):
+            raise ValueError(f"schedule row {k + 1}: the weights must be a list of numbers")
+        out.append((int(th), tuple(_number(w, f"schedule row {k + 1}: a weight") for w in ws)))
+    return tuple(out)
 
 
 class ModelDenoiser:
@@ -62,7 +105,8 @@ class WeightSchedule:
 
     @classmethod
     def of(cls, rows: Sequence[tuple[int, Sequence[float]]]) -> WeightSchedule:
-        return cls(tuple((int(th), tuple(float(w) for w in ws)) for th, ws in rows))
+        """Rows normalised to (int, (float, …)); ValueError for a wrong shape (see `validate` for the rules)."""
+        return cls(_rows(rows))
 
     @classmethod
     def by_t0(cls, t0s: Sequence[int], weights: Sequence[float]) -> WeightSchedule:
@@ -87,6 +131,7 @@ class WeightSchedule:
         return cls.of(rows)
 
     def validate(self, n_models: int) -> None:
+        _rows(self.rows)  # the dataclass can be built directly, bypassing `of`
         if not self.rows:
             raise ValueError("the mixing schedule has no rows")
         thresholds = [th for th, _ in self.rows]
@@ -131,8 +176,15 @@ class MixtureDenoiser:
 
 
 def validate_degree(degree: float) -> None:
-    if not (isinstance(degree, (int, float)) and math.isfinite(degree) and 0.0 <= degree <= 1.0):
-        raise ValueError(f"the degree of change γ must be in [0, 1], got {degree!r}")
+    """γ in [0, 1], the range the CLI help, the GUI slider and the README give: the continuous
+    transition interpolates between the original and the fine-tuned model. NaN, ±inf and bools are
+    refused (a NaN γ would turn every pixel NaN)."""
+    try:
+        value = _number(degree, "γ")
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"the degree of change γ must be a number in [0, 1], got {_shown(degree)}")
 
 
 def blend(original: Denoiser, finetuned: Denoiser, degree: float) -> Denoiser:

@@ -62,6 +62,7 @@ from .images import (
     FIT_POLICIES,
     IMAGE_EXTENSIONS,
     atomic_write_bytes,
+    check_metadata,
     encode_png,
     fit_image,
     image_sha256,
@@ -436,16 +437,18 @@ def _finish(summary: BatchSummary, out: Path, files: dict, rels: list[str], sett
 
 # --- metadata round trip ----------------------------------------------------------------------
 def request_from_metadata(meta: dict) -> EditRequest:
-    """The EditRequest an output's metadata describes (attributes by id), with its batch size."""
-    try:
-        return EditRequest(
-            attributes=[(a.get("id") or a["name"], float(a["weight"])) for a in meta["attributes"]],
-            base_id=meta.get("base_id"), schedule=[(int(t), list(ws)) for t, ws in meta["schedule"]],
-            degree=float(meta["degree"]), t0=int(meta["t0"]), s_for=int(meta["s_for"]), s_gen=int(meta["s_gen"]),
-            batch_size=int(meta.get("batch_size", 1)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise JobError(f"the image's settings are incomplete ({exc}); was it made by an edit?") from None
+    """The EditRequest an output's metadata describes (attributes by id), with its batch size.
+    `meta` is checked again (read_metadata already did, a caller's own dict may not be)."""
+    meta = check_metadata(meta)
+    missing = [k for k in ("attributes", "schedule", "degree", "t0", "s_for", "s_gen") if meta.get(k) is None]
+    if missing:
+        raise JobError(f"the image's settings are incomplete (no {', '.join(missing)}); was it made by an edit?")
+    return EditRequest(
+        attributes=[(a.get("id") or a["name"], a["weight"]) for a in meta["attributes"]],
+        base_id=meta.get("base_id"), schedule=[(t, list(ws)) for t, ws in meta["schedule"]],
+        degree=meta["degree"], t0=meta["t0"], s_for=meta["s_for"], s_gen=meta["s_gen"],
+        batch_size=meta.get("batch_size") or 1,
+    )
 
 
 def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) -> Image.Image:

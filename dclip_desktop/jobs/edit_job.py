@@ -3,7 +3,7 @@ the reconstruction check. Used by `dclip edit`/`dclip reconstruct`, the GUI and 
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -13,8 +13,9 @@ from .. import __version__
 from ..core.cancel import CancelToken
 from ..core.ddim import ddim_generate
 from ..core.metrics import mae, ssim
-from ..core.mixing import ModelDenoiser, WeightSchedule, attribute_mix
+from ..core.mixing import ModelDenoiser, WeightSchedule, attribute_mix, validate_degree
 from ..core.schedule import validate_steps, validate_t0
+from ..untrusted import display, loads_value
 from ..zoo.registry import attribute_t0
 from .errors import JobError
 from .progress import JobProgress, phase
@@ -38,20 +39,27 @@ class EditRequest:
 
 
 def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
-    """'NAME[:WEIGHT]' strings; weights default to an equal share."""
+    """'NAME[:WEIGHT]' strings; weights default to an equal share. Raises only JobError."""
     if not specs:
         raise JobError("give at least one attribute (--attr NAME[:WEIGHT])")
     out, missing = [], []
     for spec in specs:
         name, sep, w = spec.rpartition(":")
         if not sep:
-            out.append((spec, None))
+            name, w = spec, None
+        if not name.strip():
+            raise JobError(f"--attr '{display(spec)}' names no attribute: use NAME[:WEIGHT], e.g. blue:0.5")
+        if w is None:
+            out.append((name, None))
             missing.append(len(out) - 1)
             continue
         try:
-            out.append((name, float(w)))
+            weight = float(w)
         except ValueError:
-            raise JobError(f"bad weight in '{spec}': use NAME:WEIGHT, e.g. blue:0.5") from None
+            raise JobError(f"bad weight in '{display(spec)}': use NAME:WEIGHT, e.g. blue:0.5") from None
+        if not math.isfinite(weight):  # float() takes 'nan', 'inf' and '1e999'
+            raise JobError(f"bad weight in '{display(spec)}': the weight must be a finite number")
+        out.append((name, weight))
     if missing:
         given = sum(w for _, w in out if w is not None)
         share = (1.0 - given) / len(missing)
@@ -60,15 +68,22 @@ def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
 
 
 def parse_schedule_arg(text: Optional[str]):
-    """--schedule: JSON rows '[[500,[1,0]],[0,[0.5,0.5]]]', or 't0' for the coarse-to-fine split."""
+    """--schedule: JSON rows '[[500,[1,0]],[0,[0.5,0.5]]]' → [(threshold, [weights…]), …] checked for
+    shape and the rules that need no attribute count (resolve checks the count), or 't0' for the
+    coarse-to-fine split. Raises only JobError, for any text."""
     if not text:
         return None
     if text.strip() == BY_T0:
         return BY_T0
+    rows = loads_value(text, f"--schedule (neither '{BY_T0}' nor JSON rows)", error=JobError)
     try:
-        return json.loads(text)
+        sched = WeightSchedule.of(rows)
+        if len({len(ws) for _, ws in sched.rows}) > 1:
+            raise ValueError("every row needs one weight per attribute, the rows have different counts")
+        sched.validate(len(sched.rows[0][1]) if sched.rows else 0)
     except ValueError as exc:
-        raise JobError(f"--schedule is neither '{BY_T0}' nor valid JSON rows ({exc})") from None
+        raise JobError(f"--schedule: {exc}") from None
+    return [(th, list(ws)) for th, ws in sched.rows]
 
 
 def resolve(session: Session, req: EditRequest):
@@ -96,6 +111,7 @@ def resolve(session: Session, req: EditRequest):
     used = [t for i, t in enumerate(t0s) if any(ws[i] != 0 for _, ws in sched.rows)]
     t0 = req.t0 if req.t0 is not None else max(used)
     validate_t0(t0)
+    validate_degree(req.degree)  # before any inversion, and before a batch writes its manifest
     validate_steps(req.s_for, "S_for")
     validate_steps(req.s_gen, "S_gen")
     return base_id, entries, models, sched, t0

@@ -1,18 +1,36 @@
-"""User settings shared by the GUI and the CLI (a JSON file in the platform config dir)."""
+"""User settings shared by the GUI and the CLI (a JSON file in the platform config dir).
+
+The file is the user's to edit, so a damaged one never stops the app, as in a desktop editor (Krita,
+Lightroom): each bad field falls back to its default with one warning per process naming the file and
+the field, and the file is left as it is until the user saves settings.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import platformdirs
 
 from ..library.atomic import atomic_write_bytes  # torch-free: the GUI reads settings at start-up
+from ..untrusted import MAX_TEXT, UntrustedDataError, display, loads_object, open_regular, take
 
 APP = "dclip-desktop"
+# The values each field takes (the settings dialog offers the same). Device and precision are spelt
+# as zoo.device.pick_device / pick_precision read them (that module needs torch, this one must not).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAYOUTS = ("auto", "channels_last", "contiguous")
+PREVIEW_EVERY_MAX = 100
+_PATH_MAX = 4096
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # problems already reported by this process (load() runs once per command)
 
 
 def config_dir() -> Path:
@@ -43,14 +61,80 @@ class Settings:
         return self.memory_layout == "channels_last"
 
     @classmethod
+    def parse(cls, data: bytes | str, what: str = "settings.json") -> tuple[Settings, list[str]]:
+        """Settings from the text of a settings file, and what was wrong with it (one line per problem,
+        each naming `what` and the field). Never raises: a bad file or field means its defaults."""
+        try:
+            obj = loads_object(data, what)
+        except UntrustedDataError as exc:
+            return cls(), [f"{exc}; using the default settings"]
+        values, problems = {}, []
+        for f in fields(cls):
+            try:
+                value = _field(obj, f, what)
+            except UntrustedDataError as exc:
+                problems.append(f"{exc}; using the default ({f.default if f.default is not None else 'none'})")
+                continue
+            if value is not None:
+                values[f.name] = value
+        return cls(**values), problems  # unknown keys (a newer version's) are ignored
+
+    @classmethod
     def load(cls) -> Settings:
         path = config_dir() / "settings.json"
+        what = display(os.fspath(path))
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return cls()
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+            with open_regular(path, what) as fh:
+                data = fh.read(MAX_TEXT + 1)  # a longer file is refused by parse without reading it all
+        except FileNotFoundError:
+            return cls()  # first run
+        except UntrustedDataError as exc:  # a folder or FIFO named settings.json
+            settings, problems = cls(), [f"{exc}; using the default settings"]
+        except OSError as exc:
+            settings, problems = cls(), [f"{what}: cannot be read ({exc.strerror or exc}); using the default settings"]
+        else:
+            settings, problems = cls.parse(data, what)
+        for problem in problems:
+            if problem not in _warned:
+                _warned.add(problem)
+                log.warning(problem)
+        return settings
 
     def save(self) -> Path:
         return atomic_write_bytes(config_dir() / "settings.json", json.dumps(asdict(self), indent=2).encode())
+
+
+_INT_RANGES = {"preview_every": (1, PREVIEW_EVERY_MAX)}
+# Text fields with a fixed set of values: (check of the normalised value, what to tell the user).
+_CHOICES = {
+    "device": (DEVICE_PATTERN.fullmatch, "auto, cpu, cuda, cuda:N or mps"),
+    "precision": (PRECISIONS.__contains__, ", ".join(PRECISIONS)),
+    "memory_layout": (LAYOUTS.__contains__, ", ".join(LAYOUTS)),
+}
+
+
+def _field(obj: dict, f, what: str) -> Any:
+    """obj[f.name] checked for the Settings field `f` by its annotation; None when missing (the
+    default applies), UntrustedDataError when bad."""
+    key = f.name
+    if f.type == "bool":
+        return take(obj, key, bool, what, default=None)
+    if f.type == "int":
+        lo, hi = _INT_RANGES[key]
+        return take(obj, key, int, what, default=None, lo=lo, hi=hi)
+    if f.type == "Optional[str]":  # a folder; None or "" (the dialog's empty box): the default folder
+        value = take(obj, key, str, what, default=None, max_len=_PATH_MAX)
+        if value is not None and "\0" in value:
+            raise UntrustedDataError(f"{what}: '{key}' holds a NUL character, which no folder name can")
+        return (value.strip() or None) if value is not None else None
+    value = take(obj, key, str, what, default=None, max_len=200)
+    if value is None:
+        return None
+    if not value.strip():
+        raise UntrustedDataError(f"{what}: '{key}' is empty")
+    if key in _CHOICES:
+        check, allowed = _CHOICES[key]
+        value = value.strip().lower()  # as pick_device / pick_precision read it
+        if not check(value):
+            raise UntrustedDataError(f"{what}: '{key}' is '{display(value)}', not one of {allowed}")
+    return value

@@ -313,24 +313,27 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getOpenFileName(self, "Load settings from image", "", "PNG image (*.png)")
             if not path:
                 return None
-        try:
-            from ...jobs.images import read_metadata
+        from ...jobs.errors import JobError, user_message
+        from ...jobs.images import read_metadata
 
-            meta = read_metadata(path)
-        except Exception as exc:  # noqa: BLE001
-            self.report_error("Load settings", str(exc))
+        try:
+            meta = read_metadata(path)  # checked field by field: types and ranges below are sure
+        except JobError as exc:  # the only kind it raises, whatever the file holds
+            self.report_error("Load settings", user_message(exc))
             return None
-        names = [a.get("name") for a in meta.get("attributes", [])]
+        attrs = meta.get("attributes") or []
+        names = [a.get("name") for a in attrs]
         for row in self.mixing.rows:
             row.checked = row.name in names
-            for a in meta.get("attributes", []):
+            for a in attrs:
                 if a.get("name") == row.name:
-                    row.weight = float(a.get("weight", row.weight))
+                    row.weight = a["weight"]
         sched = meta.get("schedule") or []
-        self.mixing.schedule = [[int(t), list(ws)] for t, ws in sched]
+        self.mixing.schedule = [[t, list(ws)] for t, ws in sched]
         self.mixing.use_schedule = len(sched) > 1
         self.mixing.rows_changed.emit()
-        self.mixing.set_degree(float(meta.get("degree", 1.0)))
+        degree = meta.get("degree")
+        self.mixing.set_degree(1.0 if degree is None else degree)
         self.job_label.setText(f"Loaded settings from {Path(path).name}")
         return meta
 

@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LAYOUTS = ("auto", "channels_last", "contiguous")
+from ...jobs.settings import LAYOUTS, PRECISIONS, PREVIEW_EVERY_MAX
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")  # suggestions: the box takes any cuda:N
 
 
 class SettingsDialog(QDialog):
@@ -49,7 +49,7 @@ class SettingsDialog(QDialog):
         self.compile_batches = QCheckBox("Compile the UNet for batch edits (1–2 min once per run, then faster)")
         self.compile_batches.setChecked(bool(settings.compile_batches))
         self.preview_every = QSpinBox()
-        self.preview_every.setRange(1, 100)
+        self.preview_every.setRange(1, PREVIEW_EVERY_MAX)
         self.preview_every.setValue(int(settings.preview_every))
         self.preview_every.setSuffix(" steps")
         form = QFormLayout(self)
