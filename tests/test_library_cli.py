@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def lora(seed: int = 0) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return {"conv_in.weight.lora_A": torch.randn(4, 3, 3, 3), "conv_in.weight.lora_B": torch.randn(16, 4, 1, 1),
+    return {"conv_in.weight.lora_A": torch.randn(4, 3, 3, 3), "conv_in.weight.lora_B": torch.randn(32, 4, 1, 1),
             "conv_in.weight.lora_scale": torch.tensor(1.0)}
 
 

@@ -8,6 +8,11 @@ import time
 from pathlib import Path
 
 from ..library.errors import LibraryError
+from ..untrusted import display
+
+# Everything printed here comes from manifests and folder names anyone can write: shown through
+# display(), so an ESC sequence or a bidi override in a name shows as its escape instead of clearing
+# the terminal or reordering the line. --json output is escaped by json.dumps (ensure_ascii).
 
 
 def _library(args):
@@ -37,6 +42,7 @@ def _row(e) -> dict:
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
+    rows = [[display(x) for x in r] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
     return "\n".join(lines)
@@ -50,7 +56,7 @@ def cmd_list(args) -> int:
         return 0
     if not entries:
         where = "the trash" if args.trash else f"the library ({lib.root})"
-        print(f"{where} is empty" if not args.base else f"no attributes for base '{args.base}'")
+        print(display(f"{where} is empty" if not args.base else f"no attributes for base '{args.base}'"))
         return 0
     rows = []
     for e in entries:
@@ -75,20 +81,21 @@ def cmd_show(args) -> int:
     if args.json:
         print(json.dumps({**_row(entry), "manifest": entry.manifest}, indent=2))
         return 0
-    print(f"{entry.name}  ({entry.id})")
-    print(f"  folder:   {entry.path}")
-    print(f"  status:   {'DAMAGED: ' + entry.damaged if entry.damaged else 'ok'}")
+    print(display(f"{entry.name}  ({entry.id})"))
+    print(f"  folder:   {display(entry.path)}")
+    print(f"  status:   {display('DAMAGED: ' + entry.damaged) if entry.damaged else 'ok'}")
     print(f"  size:     {_mb(entry.size_bytes)}")
     skip = {"name", "id"}
     for key, value in entry.manifest.items():
         if key not in skip:
-            print(f"  {key + ':':<17} {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
+            shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+            print(display(f"  {key + ':':<17} {shown}"))
     return 0 if not entry.damaged else 1
 
 
 def cmd_rename(args) -> int:
     entry = _library(args).rename(args.old, args.new)
-    print(f"renamed to '{entry.name}' ({entry.id})")
+    print(display(f"renamed to '{entry.name}' ({entry.id})"))
     return 0
 
 
@@ -96,25 +103,32 @@ def cmd_rm(args) -> int:
     lib = _library(args)
     for name in args.names:
         entry = lib.delete(name)
-        print(f"moved '{entry.name}' ({entry.id}) to the trash; `dclip library restore {entry.id}` brings it back")
+        print(display(f"moved '{entry.name}' ({entry.id}) to the trash; `dclip library restore {entry.id}` "
+                      "brings it back"))
     return 0
 
 
 def cmd_restore(args) -> int:
     entry = _library(args).restore(args.name, args.as_name)
-    print(f"restored '{entry.name}' ({entry.id})")
+    print(display(f"restored '{entry.name}' ({entry.id})"))
     return 0
 
 
 def cmd_export(args) -> int:
     path = _library(args).export(args.name, Path(args.file))
-    print(f"exported to {path} ({_mb(path.stat().st_size)})")
+    print(display(f"exported to {path} ({_mb(path.stat().st_size)})"))
     return 0
 
 
 def cmd_import(args) -> int:
+    from ..library.store import base_installed
+
     entry = _library(args).import_file(Path(args.file), name=args.name, base_id=args.base)
-    print(f"imported '{entry.name}' ({entry.id}, base {entry.base_id}, t0 {entry.t0}, {_mb(entry.size_bytes)})")
+    print(display(f"imported '{entry.name}' ({entry.id}, base {entry.base_id}, t0 {entry.t0}, "
+                  f"{_mb(entry.size_bytes)})"))
+    if not base_installed(entry.base_id):
+        print(display(f"note: base '{entry.base_id}' is not installed, so whether the weights fit it is "
+                      "checked when the attribute is first used"))
     return 0
 
 
@@ -123,7 +137,7 @@ def cmd_verify(args) -> int:
     bad = 0
     for entry, ok, reason in results:
         bad += not ok
-        print(f"{'ok     ' if ok else 'DAMAGED'}  {entry.name} ({entry.id}){'' if ok else ': ' + reason}")
+        print(display(f"{'ok     ' if ok else 'DAMAGED'}  {entry.name} ({entry.id}){'' if ok else ': ' + reason}"))
     print(f"{len(results)} entr{'y' if len(results) == 1 else 'ies'} checked, {bad} damaged")
     return 1 if bad else 0
 
@@ -131,7 +145,7 @@ def cmd_verify(args) -> int:
 def cmd_gc(args) -> int:
     report = _library(args).gc(trash_older_than_days=args.trash_days)
     for p in report.removed:
-        print(f"removed {p}")
+        print(display(f"removed {p}"))
     print(report)
     return 0
 

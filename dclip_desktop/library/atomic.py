@@ -14,7 +14,7 @@ from typing import Optional
 
 from filelock import FileLock, Timeout
 
-from .errors import LibraryError
+from .errors import LibraryError, folder_is_a_file
 
 TMP_PREFIX = ".tmp-"
 
@@ -103,17 +103,33 @@ class LibraryLock:
         self._lock: Optional[FileLock] = None
 
     def __enter__(self) -> LibraryLock:
-        if self._lock is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(str(self.path), timeout=self.timeout)
         try:
+            if self._lock is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock = FileLock(str(self.path), timeout=self.timeout)
             self._lock.acquire()
         except Timeout:
             raise LibraryError(
                 f"the library at {self.path.parent} is busy (another dclip window or command holds "
                 f"{self.path.name} for more than {self.timeout:.0f} s); try again"
             ) from None
+        except OSError as exc:
+            # Without the lock nothing may change. The errno alone would blame the wrong thing (EISDIR
+            # says "give a file name", EEXIST "a file is in the way" about a folder the user never named).
+            raise self._unusable(exc) from None
         return self
+
+    def _unusable(self, exc: OSError) -> LibraryError:
+        for folder in (self.path.parent, *self.path.parent.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    return folder_is_a_file(self.path.parent, folder)
+                break
+        if self.path.is_dir():
+            return LibraryError(f"the library's lock file {self.path} is a folder: move it away")
+        return LibraryError(f"cannot lock the library: {exc.filename or self.path}: {exc.strerror or exc} (dclip "
+                            "must be able to write there: fix the permissions, free some space or choose another "
+                            "library folder)")
 
     def __exit__(self, *exc) -> None:
         assert self._lock is not None

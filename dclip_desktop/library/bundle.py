@@ -10,18 +10,28 @@ import io
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from PIL import Image
 
 from . import manifest as mf
 from . import weights as wf
-from .atomic import TMP_PREFIX, fsync_dir
-from .errors import LibraryError
+from .atomic import TMP_PREFIX, _umask, fsync_dir
+from .errors import LibraryError, first_line
 
 SUFFIX = ".dclip"
-MAX_WEIGHTS_BYTES = 4 << 30
+# The largest weights any base can have: ADM ImageNet-512 has 558,997,638 parameters, so a full fp16
+# delta is 1.118 GB (plus a few kB of header and per-tensor scales); LoRAs are far smaller. 1.25 GiB
+# leaves 20 % headroom: a bigger member is no attribute of a known base, and the cap is what a
+# hostile file can make dclip hold in memory.
+MAX_WEIGHTS_BYTES = 5 << 28
 MAX_THUMB_BYTES = 16 << 20
+# write_bundle stores weights and thumbnails and deflates the manifest. Other methods are refused
+# unread: bzip2 and LZMA members inflate a whole compressed block at once (no output bound in
+# zipfile), so a small bomb could fill the memory before any size check.
+_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+_CHUNK = 1 << 20
 
 
 def _safe_filename(name: str) -> str:
@@ -39,6 +49,8 @@ def write_bundle(entry, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes it 0600; an export is a file to share (0666 & ~umask)
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w") as zf:
                 data = mf.read(entry.path / mf.MANIFEST_NAME)
@@ -52,56 +64,78 @@ def write_bundle(entry, path: Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None  # a full disk: say which file
         raise
     fsync_dir(path.parent)
     return path
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """The member's bytes; never inflates more than `limit` (+ one chunk), whatever the header says."""
     info = zf.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise LibraryError(f"'{name}' is encrypted; dclip writes no encrypted bundles")
+    if info.compress_type not in _METHODS:
+        raise LibraryError(f"'{name}' uses zip compression method {info.compress_type}, which dclip does not "
+                           "write (only stored or deflated)")
     if info.file_size > limit:
-        raise LibraryError(f"'{name}' in the bundle is too large ({info.file_size} bytes)")
+        raise LibraryError(f"'{name}' is too large ({info.file_size} bytes, at most {limit})")
+    # zipfile stops at the declared size and checks the CRC there, and deflate output per read is
+    # bounded by the chunk, so a lying header cannot make this inflate past the limit either.
+    parts, total = [], 0
     with zf.open(info) as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise LibraryError(f"'{name}' in the bundle is too large")
-    return data
+        while total <= limit and (block := fh.read(_CHUNK)):
+            parts.append(block)
+            total += len(block)
+    if total > limit:
+        raise LibraryError(f"'{name}' is too large (more than {limit} bytes)")
+    return b"".join(parts)
 
 
 def read_bundle(path: Path) -> tuple[dict, dict[str, bytes]]:
-    """(manifest, {file name: bytes}) of a .dclip file, verified; LibraryError on any problem."""
-    if not zipfile.is_zipfile(path):
-        raise LibraryError(f"{path.name} is not a .dclip file (not a zip archive)")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            for required in (mf.MANIFEST_NAME, mf.WEIGHTS_NAME):
-                if required not in names:
-                    raise LibraryError(f"{path.name} has no {required}; not a dclip attribute")
-            try:
-                manifest = mf.parse(_read_member(zf, mf.MANIFEST_NAME, mf.MAX_MANIFEST_BYTES))
-            except mf.ManifestError as exc:
-                raise LibraryError(f"{path.name}: {exc}") from None
-            files = {mf.WEIGHTS_NAME: _read_member(zf, mf.WEIGHTS_NAME, MAX_WEIGHTS_BYTES)}
-            for which in mf.THUMBNAILS:
-                member = f"{which}.png"
-                if member in names:
-                    data = _read_member(zf, member, MAX_THUMB_BYTES)
-                    try:
-                        Image.open(io.BytesIO(data)).verify()
-                    except Exception:  # a broken thumbnail is dropped, not fatal
-                        continue
-                    files[member] = data
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise LibraryError(f"{path.name} is a damaged archive ({exc})") from None
+    """(manifest, {file name: bytes}) of a .dclip file, verified; LibraryError naming the file on any
+    problem. OSError opening the file itself (missing, permission denied) is left as it is: it names
+    the path and is the user's to fix."""
+    path = Path(path)
+    with open(path, "rb") as raw:
+        if not zipfile.is_zipfile(raw):
+            raise LibraryError(f"{path.name} is not a .dclip file (not a zip archive)")
+        try:
+            manifest, files = _read_members(raw, path)
+        # What zipfile raises for a damaged or unusual archive: a bad CRC or header (BadZipFile), a corrupt
+        # deflate stream (zlib.error), a truncated one (EOFError), ZIP64 trouble, an undecodable name.
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
+                RuntimeError) as exc:
+            raise LibraryError(f"{path.name} is a damaged archive ({first_line(exc)})") from None
+        except OSError as exc:
+            raise LibraryError(f"{path.name} cannot be read ({exc.strerror or first_line(exc)})") from None
+        except LibraryError as exc:
+            raise LibraryError(f"{path.name}: {exc}") from None
     blob = files[mf.WEIGHTS_NAME]
     if wf.sha256_bytes(blob) != manifest["weights_sha256"] or len(blob) != manifest["weights_bytes"]:
         raise LibraryError(f"{path.name}: the weights do not match the manifest's sha256 (corrupted file)")
-    try:
-        wf.decode(blob, manifest["kind"])
-    except Exception as exc:
-        raise LibraryError(f"{path.name}: the weights cannot be decoded ({exc})") from None
     manifest["thumbnails"] = sorted(f for f in files if f.endswith(".png"))
+    return manifest, files
+
+
+def _read_members(raw, path: Path) -> tuple[dict, dict[str, bytes]]:
+    with zipfile.ZipFile(raw) as zf:
+        names = set(zf.namelist())
+        for required in (mf.MANIFEST_NAME, mf.WEIGHTS_NAME):
+            if required not in names:
+                raise LibraryError(f"has no {required}; not a dclip attribute")
+        manifest = mf.parse(_read_member(zf, mf.MANIFEST_NAME, mf.MAX_MANIFEST_BYTES))
+        files = {mf.WEIGHTS_NAME: _read_member(zf, mf.WEIGHTS_NAME, MAX_WEIGHTS_BYTES)}
+        for which in mf.THUMBNAILS:
+            member = f"{which}.png"
+            if member in names:
+                try:
+                    data = _read_member(zf, member, MAX_THUMB_BYTES)
+                    Image.open(io.BytesIO(data)).verify()
+                except Exception:  # a broken thumbnail is dropped, not fatal
+                    continue
+                files[member] = data
     return manifest, files

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..untrusted import loads_object, open_regular
 from .errors import LibraryError
 
 SCHEMA_VERSION = 1
@@ -64,9 +65,12 @@ def _from_v0(old: dict) -> dict:
     if lambdas:
         new["lambdas"] = lambdas
     created = new.get("created")
-    if isinstance(created, (int, float)):
-        new["created"] = datetime.fromtimestamp(created, timezone.utc).replace(microsecond=0).isoformat().replace(
-            "+00:00", "Z")
+    if isinstance(created, (int, float)) and not isinstance(created, bool):
+        try:
+            stamp = datetime.fromtimestamp(created, timezone.utc)
+        except (OverflowError, OSError, ValueError):  # 1e20, -1e20: no date a v0 dclip could have written
+            raise ManifestError(f"'created' {created!r} is not a plausible Unix time") from None
+        new["created"] = stamp.replace(microsecond=0).isoformat().replace("+00:00", "Z")
     new.setdefault("kind", "lora" if new.get("lora_rank") else "full_delta")
     new.setdefault("app_version", "0.0")
     new["schema_version"] = 1
@@ -128,8 +132,11 @@ def validate(data: dict) -> dict:
     need("s_for", int, optional=True)
     need("s_gen", int, optional=True)
     need("lambdas", dict, optional=True)
+    need("thumbnails", list, optional=True)
     if not data["name"].strip():
         raise ManifestError("manifest has an empty name")
+    if data["weights_bytes"] < 0:
+        raise ManifestError(f"manifest weights_bytes {data['weights_bytes']} is negative")
     if data["kind"] not in KINDS:
         raise ManifestError(f"unknown weight kind '{data['kind']}' (expected one of {', '.join(KINDS)})")
     if not _SHA_RE.match(data["weights_sha256"]):
@@ -140,29 +147,34 @@ def validate(data: dict) -> dict:
     return data
 
 
-def parse(text: str | bytes) -> dict:
-    """Parse, migrate and validate manifest text."""
+def parse(text: str | bytes, what: str = MANIFEST_NAME) -> dict:
+    """Parse, migrate and validate manifest text. Any input at all fails only as ManifestError, its
+    message starting with `what` (the file): a manifest comes from a shared .dclip or a folder anyone
+    can edit, and one bad manifest must not stop the library from listing the others."""
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise ManifestError(f"{what}: not text ({type(text).__name__})")
+    data = loads_object(text, what, max_bytes=MAX_MANIFEST_BYTES, error=ManifestError)
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"manifest.json is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ManifestError("manifest.json does not hold a JSON object")
-    return validate(migrate(data))
+        dumps(data).encode("utf-8")  # a lone surrogate ("\ud800") parses but could never be written back
+    except UnicodeEncodeError:
+        raise ManifestError(f"{what}: holds text that is not valid Unicode") from None
+    try:
+        return validate(migrate(data))
+    except ManifestError as exc:
+        raise ManifestError(f"{what}: {exc}") from None
 
 
 def read(path: Path) -> dict:
-    """The manifest at `path`, migrated and validated (ManifestError if missing or bad)."""
+    """The manifest at `path`, migrated and validated (ManifestError naming `path` if missing or bad)."""
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest.json is implausibly large ({size} bytes)")
-        text = path.read_bytes()
+        # open_regular: a FIFO named manifest.json would block `library list` forever.
+        with open_regular(path, str(path), error=ManifestError) as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
-        raise ManifestError("manifest.json is missing") from None
+        raise ManifestError(f"{path} is missing") from None
     except OSError as exc:
-        raise ManifestError(f"manifest.json cannot be read ({exc.strerror or exc})") from None
-    return parse(text)
+        raise ManifestError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    return parse(text, str(path))
 
 
 def dumps(data: dict) -> str:

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import LibraryError
+from .errors import LibraryError, first_line
 
 # First word of the official file names → (base id, source text).
 BASE_GUESSES = {
@@ -30,6 +30,12 @@ BASE_GUESSES = {
 }
 _NAME_RE = re.compile(r"^(?P<name>.+?)[_-]t(?P<t0>\d{1,3})$", re.IGNORECASE)
 _WRAPPERS = ("state_dict", "model", "ema", "module", "net")
+# How torch.save files begin: a zip archive (torch ≥ 1.6) or a pickle (protocol 2+ starts with PROTO).
+_MAGICS = (b"PK\x03\x04", b"\x80")
+# What the weights-only unpickler says when a pickle names a callable or class it will not run or
+# build; any other unpickling failure is a file that is no pickle at all.
+_CODE_MARKERS = ("Unsupported global", "unsupported GLOBAL", "reduce for unrecognized function",
+                 "Can only create new object", "Can only build")
 
 
 def parse_official_name(filename: str) -> dict:
@@ -47,22 +53,33 @@ def parse_official_name(filename: str) -> dict:
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    with open(path, "rb") as fh:  # OSError (permissions) names the file: the user's to fix
+        head = fh.read(4)
+    if not head:
+        raise LibraryError(f"{path.name} is empty (0 bytes), not a PyTorch checkpoint")
+    if not head.startswith(_MAGICS):
+        raise LibraryError(f"{path.name} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+        if any(marker in text for marker in _CODE_MARKERS):
             raise LibraryError(
                 f"{path.name} is not a plain weights checkpoint: loading it would build arbitrary Python objects "
                 "or run code, which dclip refuses. Only import files from sources you trust, saved as state dicts."
             ) from None
-        raise LibraryError(f"{path.name} cannot be read as a PyTorch checkpoint ({text.splitlines()[0]})") from None
+        detail = text.split("WeightsUnpickler error:")[-1]  # torch's own advice before it does not apply
+        raise LibraryError(f"{path.name} is not a PyTorch checkpoint dclip can read (truncated or corrupt? "
+                           f"{first_line(detail) if detail.strip() else type(exc).__name__})") from None
     for _ in range(2):  # {'state_dict': {...}} or {'model': {...}} wrappers
         if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = [obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)]
             if len(inner) == 1:
                 obj = inner[0]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict) and not obj:
+        raise LibraryError(f"{path.name} holds no weights (an empty state dict)")
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):
         raise LibraryError(f"{path.name} does not hold a model state dict")
     out = {}
     for key, value in obj.items():
@@ -88,14 +105,22 @@ def to_base_layout(state: dict[str, torch.Tensor], base_model: nn.Module, path: 
                            "model nor the original DDPM code)")
     from ..core import convert
 
-    return convert.convert_original_state_dict(state)
+    try:
+        return convert.convert_original_state_dict(state)
+    except (KeyError, IndexError, ValueError, RuntimeError) as exc:  # a partial or odd original layout
+        raise LibraryError(f"{path.name}: its keys look like the original DDPM code's but do not convert "
+                           f"({first_line(exc)})") from None
 
 
 def import_official_pth(path, lib, base_id: Optional[str] = None, base_model: Optional[nn.Module] = None,
                         name: Optional[str] = None, base_sha256: Optional[str] = None):
     """Import an official fine-tuned .pth into `lib` as a full fp16 delta; returns the new entry."""
+    from .store import received_text
+
     path = Path(path)
     guess = parse_official_name(path.name)
+    # The file name is not something the user typed: control or bidi characters in it are kept as escapes.
+    guess.update(name=received_text(guess["name"]), target=received_text(guess["target"]))
     base_id = base_id or guess["base_id"]
     if base_id is None:
         raise LibraryError(f"cannot tell the base model of {path.name} from its name; pass --base "
@@ -115,6 +140,9 @@ def import_official_pth(path, lib, base_id: Optional[str] = None, base_model: Op
         if tuned is None:
             missing.append(pname)
             continue
+        if not tuned.is_floating_point():
+            raise LibraryError(f"{path.name}: '{pname}' is stored as {str(tuned.dtype).replace('torch.', '')}, "
+                               "not floating point; the file is not imported")
         if tuned.shape != p.shape:
             raise LibraryError(f"{path.name} does not fit base '{base_id}': '{pname}' has shape "
                                f"{tuple(tuned.shape)}, the base has {tuple(p.shape)}")
@@ -126,6 +154,8 @@ def import_official_pth(path, lib, base_id: Optional[str] = None, base_model: Op
                            f"(first: {missing[0]})")
     if not delta:
         raise LibraryError(f"{path.name} is identical to base '{base_id}': nothing to import")
+    # NaN weights, or a "fine-tune" that is really another model: refused before anything is written.
+    lib.check_import(path, "full_delta", delta, base_id, base_model)
     if base_sha256 is None:
         try:
             from ..zoo.loading import base_sha256 as zoo_sha

@@ -27,14 +27,15 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..untrusted import check_text, contained, display
 from . import manifest as mf
 from . import weights as wf
 from .atomic import TMP_PREFIX, LibraryLock, atomic_write_text, fsync_dir, write_bytes
-from .errors import DamagedEntryError, LibraryError
+from .errors import DamagedEntryError, LibraryError, folder_is_a_file
 from .paths import library_dir
 
 DELETED_NAME = "deleted.json"
-_ID_RE = re.compile(r"^[0-9a-f]{8,32}$")
+_ID_RE = re.compile(r"[0-9a-f]{8,32}")  # fullmatch only: "$" would let a trailing newline through
 _MAX_NAME = 120
 # In-process cache of weight-file hashes by (path, size, mtime): list() stays fast with many entries.
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -102,28 +103,40 @@ def _dir_size(path: Path) -> int:
 
 
 def check_name(name: str) -> str:
+    """A name the user is giving (save, rename, restore --as, import --name): refused, not repaired,
+    when it is empty, too long or holds control or bidi characters (an ESC sequence or U+202E would
+    rewrite what `library list` shows); the user can type another."""
     if not isinstance(name, str) or not name.strip():
         raise LibraryError("an attribute name must not be empty")
     name = name.strip()
     if len(name) > _MAX_NAME:
         raise LibraryError(f"an attribute name must be at most {_MAX_NAME} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise LibraryError("an attribute name must not contain control characters")
-    return name
+    return check_text(name, "an attribute name", error=LibraryError)
+
+
+def received_text(text):
+    """A name or text that came in a file (a .dclip manifest, a .pth file name): the user did not
+    type it and cannot fix it before the import, so control and bidi characters are kept visible as
+    escapes (U+202E becomes the six characters "\\u202e") instead of refusing the whole file, the
+    way a file manager shows such a name. The result passes check_name."""
+    return display(text) if isinstance(text, str) else text
 
 
 def _resolve(entries: list[AttributeEntry], key: str) -> Optional[AttributeEntry]:
-    """Exact name (case-insensitive), then exact id, then a unique id prefix of ≥ 4 characters."""
+    """Exact id, then exact name (case-insensitive), then a unique id prefix of ≥ 4 characters.
+
+    Ids come first: an id is what scripts and error messages use, and a shared file must not be able
+    to take over an entry by naming itself after that entry's id."""
     folded = key.strip().casefold()
+    by_id = [e for e in entries if e.id == key.strip().lower()]
+    if by_id:
+        return by_id[0]
     by_name = [e for e in entries if e.name.casefold() == folded]
     if len(by_name) == 1:
         return by_name[0]
     if len(by_name) > 1:
         ids = ", ".join(e.id for e in by_name)
         raise LibraryError(f"'{key}' names several attributes ({ids}); use an id")
-    by_id = [e for e in entries if e.id == key.strip().lower()]
-    if by_id:
-        return by_id[0]
     if len(folded) >= 4:
         by_prefix = [e for e in entries if e.id.startswith(folded)]
         if len(by_prefix) == 1:
@@ -148,7 +161,15 @@ class Library:
         return self._lock
 
     # --- reading ------------------------------------------------------------------------------
-    def _load_entry(self, path: Path, check_sha: bool = True, fresh: bool = False) -> AttributeEntry:
+    def _load_entry(self, path: Path, check_sha: bool = True, fresh: bool = False) -> Optional[AttributeEntry]:
+        """The entry in folder `path`, damaged or not; None when the folder is gone (a concurrent
+        `rm` or restore moved it: the entry is not damaged, it is elsewhere)."""
+        entry = self._read_entry(path, check_sha, fresh)
+        if entry.damaged and not path.is_dir():
+            return None
+        return entry
+
+    def _read_entry(self, path: Path, check_sha: bool, fresh: bool) -> AttributeEntry:
         entry = AttributeEntry(id=path.name, name=path.name, path=path, manifest={})
         try:
             entry.size_bytes = _dir_size(path)
@@ -158,8 +179,11 @@ class Library:
         if deleted.is_file():
             try:
                 entry.deleted_at = float(json.loads(deleted.read_text())["deleted_at"])
-            except (OSError, ValueError, KeyError, TypeError):
-                entry.deleted_at = deleted.stat().st_mtime
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+                try:
+                    entry.deleted_at = deleted.stat().st_mtime
+                except OSError:
+                    entry.deleted_at = None
         try:
             data = mf.read(path / mf.MANIFEST_NAME)
         except mf.ManifestError as exc:
@@ -206,9 +230,20 @@ class Library:
             dirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
         except FileNotFoundError:
             return []
-        entries = [self._load_entry(p, check_sha, fresh) for p in dirs]
+        except NotADirectoryError as exc:
+            raise self._not_a_folder(folder, exc) from None
+        entries = [e for e in (self._load_entry(p, check_sha, fresh) for p in dirs) if e is not None]
         entries.sort(key=lambda e: (e.name.casefold(), e.id))
         return entries
+
+    def _not_a_folder(self, folder: Path, exc: OSError) -> Exception:
+        """The library folder, or a folder above it, is a regular file: say which."""
+        for p in (folder, *folder.parents):
+            if p.exists():
+                if not p.is_dir():
+                    return folder_is_a_file(self.root, p)
+                break
+        return exc
 
     def list(self, base_id: Optional[str] = None) -> list[AttributeEntry]:
         """All entries, damaged ones included (with .damaged set); filtered by base when given.
@@ -232,7 +267,7 @@ class Library:
     def get(self, name_or_id: str) -> AttributeEntry:
         entry = self.find(name_or_id)
         if entry is None:
-            raise LibraryError(f"no attribute named '{name_or_id}' in the library (see `dclip library list`)")
+            raise _no_such(name_or_id)
         if entry.damaged:
             raise DamagedEntryError(entry.name, entry.damaged)
         return entry
@@ -246,13 +281,15 @@ class Library:
         try:
             data = entry.weights_path.read_bytes()
         except OSError as exc:
+            if not entry.path.is_dir():  # deleted since it was looked up
+                raise _no_such(entry.name) from None
             raise DamagedEntryError(entry.name, f"weights.safetensors cannot be read ({exc.strerror or exc})") from None
         if wf.sha256_bytes(data) != entry.manifest.get("weights_sha256"):
             raise DamagedEntryError(entry.name, "weights.safetensors does not match its sha256 in the manifest")
         try:
             return entry.kind, wf.decode(data, entry.kind)
-        except Exception as exc:  # safetensors raises its own error types
-            raise DamagedEntryError(entry.name, f"weights.safetensors cannot be decoded ({exc})") from None
+        except LibraryError as exc:
+            raise DamagedEntryError(entry.name, f"weights.safetensors cannot be used: {exc}") from None
 
     def materialize(self, entry, base_model: nn.Module) -> nn.Module:
         """A copy of `base_model` with the attribute's delta merged in (the base is untouched)."""
@@ -260,6 +297,13 @@ class Library:
 
         entry = self._entry(entry)
         kind, weights = self.load_weights(entry)
+        try:
+            # Also what an import could not check when the base was not installed (see import_file).
+            wf.check_fit(kind, weights, dict(base_model.named_parameters()))
+        except LibraryError as exc:
+            raise LibraryError(
+                f"attribute '{entry.name}' does not fit this base model (made for '{entry.base_id}'): {exc}"
+            ) from None
         model = copy.deepcopy(base_model)
         try:
             if kind == "lora":
@@ -276,38 +320,73 @@ class Library:
 
     # --- writing ------------------------------------------------------------------------------
     def _check_free(self, name: str, ignore_id: Optional[str] = None) -> None:
+        """Refuse a name taken by another entry, or equal to the id of one (live or in the trash):
+        ids win in lookup, so such a name could never be looked up, and it would look like the other."""
         folded = name.casefold()
         for e in self._scan(self.attributes_dir, check_sha=False):
-            if e.name.casefold() == folded and e.id != ignore_id:
+            if e.id == ignore_id:
+                continue
+            if e.name.casefold() == folded:
                 raise LibraryError(f"an attribute named '{e.name}' already exists ({e.id}); pick another name")
+            if e.id == folded:
+                raise LibraryError(f"'{name}' is the id of the attribute '{e.name}'; pick another name")
+        if folded in self._trash_ids():
+            raise LibraryError(f"'{name}' is the id of an attribute in the trash; pick another name")
+
+    def _trash_ids(self) -> set[str]:
+        try:
+            return {p.name for p in self.trash_dir.iterdir()}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
+    def _id_is_free(self, entry_id, leaving: Optional[Path] = None) -> bool:
+        """`entry_id` can name a new folder: a plain id, no folder of that name (but `leaving`, the one
+        being restored), and no entry *named* so (an imported or restored id must not take over an
+        existing name either)."""
+        if not isinstance(entry_id, str) or not _ID_RE.fullmatch(entry_id):
+            return False
+        if (self.attributes_dir / entry_id).exists():
+            return False
+        if (self.trash_dir / entry_id).exists() and self.trash_dir / entry_id != leaving:
+            return False
+        return all(e.name.casefold() != entry_id for e in self._scan(self.attributes_dir, check_sha=False))
 
     def _new_id(self) -> str:
         while True:
             entry_id = uuid.uuid4().hex[:12]
-            if not (self.attributes_dir / entry_id).exists() and not (self.trash_dir / entry_id).exists():
+            if self._id_is_free(entry_id):
                 return entry_id
 
     def _publish(self, entry_id: str, files: dict[str, bytes], manifest: dict) -> AttributeEntry:
         """Write an entry into .tmp-<id>/ and rename it into place: all or nothing. Lock held."""
         self.attributes_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.attributes_dir / f"{TMP_PREFIX}{entry_id}"
-        final = self.attributes_dir / entry_id
+        # The id and the file names may come from a shared file: they stay inside the library.
+        tmp = contained(self.attributes_dir, f"{TMP_PREFIX}{entry_id}", "attribute id", error=LibraryError)
+        final = contained(self.attributes_dir, entry_id, "attribute id", error=LibraryError)
         if final.exists():
             raise LibraryError(f"an entry with id {entry_id} already exists")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        target = tmp
         try:
             for fname, data in files.items():
-                write_bytes(tmp / fname, data)
-            write_bytes(tmp / mf.MANIFEST_NAME, mf.dumps(manifest).encode("utf-8"))
+                target = contained(tmp, fname, "attribute file", error=LibraryError)
+                write_bytes(target, data)
+            target = tmp / mf.MANIFEST_NAME
+            write_bytes(target, mf.dumps(manifest).encode("utf-8"))
             fsync_dir(tmp)
             tmp.replace(final)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+                raise OSError(exc.errno, exc.strerror, str(target)) from None  # a full disk: say where
             raise
         fsync_dir(self.attributes_dir)
-        return self._load_entry(final)
+        entry = self._load_entry(final)
+        if entry is None:
+            raise _no_such(manifest["name"])
+        return entry
 
     def save_attribute(self, name: str, weights: dict[str, torch.Tensor], kind: str, meta: dict,
                        thumbnails: Optional[dict] = None) -> AttributeEntry:
@@ -343,7 +422,7 @@ class Library:
     def _find_live(self, name_or_id: str) -> AttributeEntry:
         entry = _resolve(self._scan(self.attributes_dir, check_sha=False), name_or_id)
         if entry is None:
-            raise LibraryError(f"no attribute named '{name_or_id}' in the library (see `dclip library list`)")
+            raise _no_such(name_or_id)
         return entry
 
     def delete(self, name_or_id: str) -> AttributeEntry:
@@ -366,8 +445,7 @@ class Library:
                 raise LibraryError(f"no attribute named '{name_or_id}' in the trash")
             name = check_name(new_name) if new_name else entry.name
             self._check_free(name)
-            entry_id = entry.id if _ID_RE.match(entry.id) and not (self.attributes_dir / entry.id).exists() \
-                else self._new_id()
+            entry_id = entry.id if self._id_is_free(entry.id, leaving=entry.path) else self._new_id()
             if new_name:
                 data = mf.read(entry.path / mf.MANIFEST_NAME)
                 data["name"] = name
@@ -434,7 +512,12 @@ class Library:
 
     def import_file(self, path, name: Optional[str] = None, base_id: Optional[str] = None,
                     base_model: Optional[nn.Module] = None) -> AttributeEntry:
-        """Import a .dclip bundle or an official DiffusionCLIP .pth checkpoint."""
+        """Import a .dclip bundle or an official DiffusionCLIP .pth checkpoint.
+
+        The weights are checked before anything is written: finite values and at least one tensor
+        always; names, shapes and a plausible size of the change against the base model (`base_model`,
+        else the installed base of that id). When the base is not installed those checks happen at
+        first use instead (`materialize`), and `base_installed` tells the caller."""
         path = Path(path)
         if not path.is_file():
             raise LibraryError(f"{path} does not exist or is not a file")
@@ -445,14 +528,68 @@ class Library:
         from .bundle import read_bundle
 
         manifest, files = read_bundle(path)
-        name = check_name(name or manifest["name"])
+        given = name
+        name = check_name(name) if name else check_name(received_text(manifest["name"]))
+        for key in ("source", "target"):
+            if key in manifest:
+                manifest[key] = received_text(manifest[key])
         manifest["name"] = name
         manifest.setdefault("imported", {"from": path.name, "at": mf.utc_now_iso()})
+        self.check_import(path, manifest["kind"], files[mf.WEIGHTS_NAME], manifest["base_id"], base_model)
         with self._lock:
-            self._check_free(name)
+            try:
+                self._check_free(name)
+            except LibraryError as exc:
+                if given:
+                    raise
+                raise LibraryError(f"{path.name}: {exc} (import with --name NEW_NAME)") from None
             entry_id = manifest["id"]
-            if not _ID_RE.match(entry_id) or (self.attributes_dir / entry_id).exists() or (
-                    self.trash_dir / entry_id).exists():
+            if not self._id_is_free(entry_id):
                 entry_id = self._new_id()
             manifest["id"] = entry_id
             return self._publish(entry_id, files, manifest)
+
+    def check_import(self, path: Path, kind: str, weights, base_id: str,
+                     base_model: Optional[nn.Module] = None) -> None:
+        """Refuse weights about to be imported from `path` (bytes as stored, or decoded tensors) with
+        one line naming the file and the problem; see import_file."""
+        name = Path(path).name
+        try:
+            if isinstance(weights, (bytes, bytearray)):
+                weights = wf.decode(weights, kind)
+            else:
+                wf.check_finite(weights)
+        except LibraryError as exc:
+            raise LibraryError(f"{name}: {exc}; the file is not imported") from None
+        model = base_model if base_model is not None else _installed_base(base_id)
+        if model is None:
+            return
+        try:
+            wf.check_fit(kind, weights, dict(model.named_parameters()))
+        except LibraryError as exc:
+            raise LibraryError(f"{name} does not fit base '{base_id}': {exc}; the file is not imported") from None
+
+
+def base_installed(base_id: Optional[str]) -> bool:
+    """Whether an import for `base_id` checks names and shapes now (the base is installed) or only
+    at first use."""
+    from ..zoo import download, registry
+
+    try:
+        return download.is_installed(registry.get_base(base_id))
+    except registry.UnknownBaseError:
+        return False
+
+
+def _installed_base(base_id: Optional[str]) -> Optional[nn.Module]:
+    """The base model to check an import against, or None when it is unknown or not installed
+    (nothing is downloaded for an import)."""
+    if not base_installed(base_id):
+        return None
+    from ..zoo.loading import load_base
+
+    return load_base(base_id, "cpu", offline=True)
+
+
+def _no_such(name_or_id: str) -> LibraryError:
+    return LibraryError(f"no attribute named '{name_or_id}' in the library (see `dclip library list`)")
