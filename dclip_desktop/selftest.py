@@ -10,7 +10,6 @@ packaged app, the CLI and the tests.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +25,13 @@ SUCCESS_BAR = 0.75
 def run_self_test(log=print) -> tuple[bool, str]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dclip-selftest-") as tmp:
-        os.environ["DCLIP_LIBRARY_DIR"] = str(Path(tmp) / "library")
-        os.environ["DCLIP_LATENT_CACHE_DIR"] = str(Path(tmp) / "latents")
         import torch
 
         from .jobs.session import Session
         from .jobs.settings import Settings
 
-        session = Session(Settings(device="cpu", precision="fp32", offline=True))
+        session = Session(Settings(device="cpu", precision="fp32", offline=True, library_dir=str(Path(tmp) / "library"),
+                                   cache_dir=str(Path(tmp) / "latents")))
         log(f"device {session.device}, torch {torch.__version__}")
         entry = _fine_tune(session, log)
         from .jobs.edit_job import EditRequest, edit_tensor
@@ -45,12 +43,12 @@ def run_self_test(log=print) -> tuple[bool, str]:
 
 
 def _fine_tune(session, log):
-    from .core.finetune import FinetuneConfig
+    from .core.config import config_from_recipe
     from .jobs.finetune_job import FinetuneRequest, run_finetune
     from .zoo.registry import default_base, recipe_for
 
     base = default_base()
-    cfg = FinetuneConfig(**recipe_for(base, SOURCE, TARGET))
+    cfg = config_from_recipe(recipe_for(base, SOURCE, TARGET))
     req = FinetuneRequest(base.id, SOURCE, TARGET, "self-test", cfg)
     entry = run_finetune(session, req, on_images=lambda chosen: log(chosen.summary()))
     log(f"fine-tuned '{entry.name}' at t0 {cfg.t0}, {cfg.epochs} epochs ({entry.size_bytes} bytes)")

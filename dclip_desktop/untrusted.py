@@ -24,6 +24,8 @@ import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional
 
+from .errors import BadInput
+
 MAX_DEPTH = 32  # deeper than any JSON we write (4 levels); Python's parser recurses and dies at ~1000
 MAX_TEXT = 1 << 20
 MISSING: Any = object()
@@ -34,7 +36,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
-class UntrustedDataError(Exception):
+class UntrustedDataError(BadInput):
     """Data from a file failed validation; the message names the file and the problem."""
 
 

@@ -44,6 +44,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DCLIP_LATENT_CACHE_DIR", str(root / "latents"))
     monkeypatch.setenv("DCLIP_CACHE_DIR", str(root / "models"))
     monkeypatch.setenv("DCLIP_CONFIG_DIR", str(root / "config"))
+    monkeypatch.setenv("DCLIP_LOG_DIR", str(root / "logs"))
 
 
 def tiny_clip(seed: int = 0):

@@ -25,9 +25,8 @@ import torch
 from PIL import Image
 
 from tests.bad_inputs import build_corpus
-from tests.gui_helpers import ROOT, needs_engine
+from tests.gui_helpers import ROOT
 
-pytestmark = needs_engine
 STEPS = 3
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dclip_desktop.core import convert
+from dclip_desktop.core import checkpoint, convert
 from dclip_desktop.zoo import registry
 
 # Same family as the DDPM-256 bases (original-DDPM time embedding and padding), tiny: 3 levels with
@@ -56,7 +56,7 @@ def test_tiny_round_trip_through_a_file_gives_identical_outputs(tmp_path):
     # saved the way the official fine-tuned .pth files are: DataParallel prefix, wrapped
     path = tmp_path / "ckpt.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in original.items()}}, path)
-    loaded = convert.load_original_checkpoint(path)
+    loaded = checkpoint.read_state_dict(path)
     assert convert.is_original_layout(loaded) and not any(k.startswith("module.") for k in loaded)
 
     b = unet(TINY, seed=2)
@@ -128,7 +128,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"conv_in.weight": torch.zeros(2)}, "payload": Evil(marker)}, path)
     with pytest.raises(convert.CheckpointError, match="refusing to load evil.pth"):
-        convert.load_original_checkpoint(path)
+        checkpoint.read_state_dict(path)
     assert not marker.exists()
     # the payload is live: an unsafe load would have run it
     live_marker, live_path = tmp_path / "live", tmp_path / "live.pth"
@@ -141,6 +141,20 @@ def test_corrupt_or_missing_checkpoint(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(convert.CheckpointError):
-        convert.load_original_checkpoint(bad)
+        checkpoint.read_state_dict(bad)
     with pytest.raises(FileNotFoundError):
-        convert.load_original_checkpoint(tmp_path / "missing.pth")
+        checkpoint.read_state_dict(tmp_path / "missing.pth")
+
+
+def test_original_layout_is_told_by_its_keys_with_or_without_prefixes():
+    t = torch.zeros(1)
+    for key in ("temb.dense.0.weight", "down.0.block.0.conv1.weight", "down.3.block.1.norm1.bias",
+                "module.temb.dense.1.bias", "module.module.down.1.block.0.conv2.weight",
+                "_orig_mod.module.down.0.block.0.conv1.weight"):
+        assert convert.is_original_layout({"conv_in.weight": t, key: t}), key
+    diffusers = unet(TINY).state_dict()
+    assert not convert.is_original_layout(diffusers)
+    assert not convert.is_original_layout({f"module.{k}": v for k, v in diffusers.items()})
+    adm = {"input_blocks.0.0.weight": t, "time_embed.0.weight": t, "middle_block.1.qkv.weight": t}
+    assert not convert.is_original_layout(adm)
+    assert not convert.is_original_layout({"x.down.0.block.0.conv1.weight": t})  # only as a prefix

@@ -15,7 +15,7 @@ from dclip_desktop.core.finetune import FinetuneConfig
 from dclip_desktop.demo import world
 from dclip_desktop.demo.evaluate import clean_shape, colour_progress, measure_edit, scene_overrides
 from dclip_desktop.jobs.demo_job import DEMO_BASE, find_preset
-from dclip_desktop.jobs.edit_job import BY_T0, EditRequest, edit_tensor, reconstruct_tensor, resolve
+from dclip_desktop.jobs.edit_job import BY_T0, EditRequest, build_edit, edit_tensor, reconstruct_tensor
 from dclip_desktop.jobs.finetune_job import FinetuneRequest, run_finetune
 from dclip_desktop.jobs.session import Session
 from dclip_desktop.jobs.settings import Settings
@@ -124,7 +124,7 @@ def test_two_attribute_noise_combination(demo):
     colour, _ = demo.attribute("red")
     background, _ = demo.attribute("gray background")
     req = EditRequest(attributes=[(colour.id, 0.5), (background.id, 0.5)], schedule=BY_T0)
-    assert resolve(demo.session, req)[3].rows == ((302, (0.0, 1.0)), (0, (1.0, 0.0)))
+    assert build_edit(demo.session, req).schedule.rows == ((302, (0.0, 1.0)), (0, (1.0, 0.0)))
     after = demo.edit(x, ("mix",), req)
     m = measure_edit(x, after, masks, "blue on a black background")
     print("mix", {k: v for k, v in m.items() if k != "per_scene_success"})

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt
 
-from tests.gui_helpers import close_boxes, needs_engine
+from tests.gui_helpers import close_boxes
 
-pytestmark = needs_engine
 LONG = 600_000
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "red_circle.png"
 

@@ -11,9 +11,8 @@ from PIL import Image
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor
 
-from tests.gui_helpers import close_boxes, needs_engine
+from tests.gui_helpers import close_boxes
 
-pytestmark = needs_engine
 LONG = 120_000
 
 
@@ -235,3 +234,51 @@ def test_job_error_shows_dialog_and_app_goes_on(qtbot, window, tmp_path):
     assert not w.controller.busy
     _open(qtbot, w, _red_circle(tmp_path / "ok.png"))  # still usable
     assert w.doc.path.endswith("ok.png")
+
+
+def test_failures_are_shown_by_their_kind(qtbot, window, tmp_path):
+    """Real job functions on the real worker: refused settings are explained in the mixing panel, a bug
+    and running out of memory open the error box (a bug with its traceback), and the app goes on."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from dclip_desktop.gui import tasks
+    from dclip_desktop.jobs.errors import OOM_ADVICE
+
+    w = window
+    _open(qtbot, w, _red_circle(tmp_path / "red.png"))
+    boxes = []
+    w.error_reported.connect(lambda title, message: boxes.append((title, message)))
+
+    def fails(submit):
+        with qtbot.waitSignal(w.controller.failed, timeout=LONG) as blocker:
+            assert submit()
+        return blocker.args
+
+    # BadInput: the panel still lists an attribute that is gone from the library (removed by `dclip library rm`)
+    gone = SimpleNamespace(id="0" * 12, name="gone", t0=300, base_id=w.base.id, source="red", target="gone")
+    w.mixing.set_entries([gone])
+    w.mixing.set_checked("gone", True)
+    job, message, details, kind = fails(w.mixing_panel.apply)
+    assert (job, kind, details) == ("edit", "bad input", "") and "gone" in message
+    assert w.mixing_panel.message.text() == message and not boxes
+    # A bug (here a TypeError: a field the engine's EditRequest does not have) opens the box, with the traceback
+    edit = {**w.mixing.edit_kwargs(), "base_id": w.base.id, "no_such_setting": 1}
+    job, message, details, kind = fails(lambda: w.controller.submit("edit", tasks.make_edit(w.doc.input, edit)))
+    assert kind == "bug" and message.startswith("Unexpected error (TypeError): ") and "no_such_setting" in message
+    assert boxes == [("Edit failed", message)]
+    assert w.last_error_box.isVisible() and w.last_error_box.detailedText() == details
+    assert details.startswith("Traceback") and "TypeError" in details and "tasks.py" in details
+    assert "Unexpected error" not in w.mixing_panel.message.text()
+    close_boxes(w)
+
+    def out_of_memory(session, ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    assert fails(lambda: w.controller.submit("edit", out_of_memory))[3] == "out of memory"
+    assert boxes[-1] == ("Out of memory", OOM_ADVICE) and w.last_error_box.isVisible()
+    assert OOM_ADVICE not in w.mixing_panel.message.text()
+    close_boxes(w)
+    _open(qtbot, w, _red_circle(tmp_path / "again.png"))  # still usable
+    assert w.doc.path.endswith("again.png")

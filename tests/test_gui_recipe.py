@@ -40,8 +40,9 @@ def panel(qtbot):
 
 
 def test_gui_fallbacks_are_the_engine_defaults():
-    gui, engine = FinetuneParams(), FinetuneConfig()
+    gui, engine = FinetuneParams().config, FinetuneConfig()
     assert {k: getattr(gui, k) for k in RECIPE_FIELDS} == {k: getattr(engine, k) for k in RECIPE_FIELDS}
+    assert gui == engine
 
 
 def test_typed_pair_and_preset_take_recipe_for(panel):
@@ -80,6 +81,6 @@ def test_fields_set_by_hand_stay_until_set_back(panel):
 def test_model_follows_a_real_base_recipe(qapp):
     m = FinetuneModel()
     m.set_prompt(base_id="celebahq", source="face", target="angry face")
-    expected = {**dataclasses.asdict(FinetuneParams()), "t0": 301}  # the preset's t0, the rest default
+    expected = {**dataclasses.asdict(FinetuneParams().config), "t0": 301}  # the preset's t0, the rest default
     assert m.recipe() == {k: expected[k] for k in RECIPE_FIELDS} == _expected("celebahq", "face", "angry face")
-    assert m.params.t0 == 301
+    assert m.params.config.t0 == 301

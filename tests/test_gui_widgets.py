@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtGui import QColor, QImage
 
+from dclip_desktop.errors import BadInput, Kind
 from dclip_desktop.gui.models.document import DocumentModel, Result
 from dclip_desktop.gui.models.finetune import FinetuneModel
 from dclip_desktop.gui.models.paint import PaintModel
@@ -45,15 +46,91 @@ def test_worker_runs_off_the_gui_thread_and_cancels(qtbot):
         assert seen["thread"] is not threading.main_thread()
         assert not c.busy
 
-        def boom(session, ctx):
-            raise ValueError("weights must sum to 1")
+        def refused(session, ctx):
+            raise BadInput("weights must sum to 1")
 
         with qtbot.waitSignal(c.failed, timeout=5000) as blocker:
-            c.submit("edit", boom)
-        assert blocker.args[1] == "weights must sum to 1"
+            c.submit("edit", refused)
+        assert blocker.args == ["edit", "weights must sum to 1", "", "bad input"]  # job, message, details, kind
         with qtbot.waitSignal(c.finished, timeout=5000) as blocker:
             c.submit("ok", lambda s, ctx: 42)
         assert blocker.args == ["ok", 42]
+    finally:
+        c.shutdown()
+
+
+def test_worker_reports_failures_by_kind(qtbot):
+    """The kind comes from the exception's type (jobs.errors.classify), never from its text."""
+    import torch
+
+    from dclip_desktop.jobs.errors import OOM_ADVICE
+
+    c = _controller(qtbot)
+    try:
+        def failing(exc):
+            def job(session, ctx):
+                raise exc
+
+            with qtbot.waitSignal(c.failed, timeout=5000) as blocker:
+                assert c.submit("edit", job)
+            return blocker.args
+
+        # a plain ValueError is a bug, whatever it says: its type and text, and the traceback to report
+        job, message, details, kind = failing(ValueError("weights must sum to 1"))
+        assert (job, kind) == ("edit", Kind.BUG.value)
+        assert message == "Unexpected error (ValueError): weights must sum to 1"
+        assert details.startswith("Traceback") and "in job" in details
+        assert details.rstrip().endswith("ValueError: weights must sum to 1")
+        job, message, details, kind = failing(TypeError("edit_tensor() got an unexpected keyword argument 'x'"))
+        assert kind == Kind.BUG.value and message.startswith("Unexpected error (TypeError): edit_tensor()")
+        assert "TypeError" in details
+        # "out of memory" in a message is not what makes a failure out of memory: the type is
+        assert failing(RuntimeError("the queue is out of memory slots"))[3] == Kind.BUG.value
+        assert failing(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))[1:] == \
+            [OOM_ADVICE, "", Kind.OUT_OF_MEMORY.value]
+        with qtbot.waitSignal(c.finished, timeout=5000) as blocker:  # and the worker goes on
+            c.submit("ok", lambda s, ctx: 42)
+        assert blocker.args == ["ok", 42]
+    finally:
+        c.shutdown()
+
+
+def test_library_verify_runs_on_the_worker(qtbot, tmp_path):
+    """Verify re-hashes every weights file: a job on the worker thread, its button off until it ends."""
+    import torch
+
+    from dclip_desktop.gui.models.library import LibraryModel
+    from dclip_desktop.gui.ui.library_dialog import LibraryDialog
+    from dclip_desktop.library.store import Library
+
+    class WatchedLibrary(Library):
+        def verify(self):
+            self.thread = threading.current_thread()
+            return super().verify()
+
+    root = tmp_path / "lib"
+    library = WatchedLibrary(root)
+    weights = {"x.lora_A": torch.ones(1, 2), "x.lora_B": torch.ones(2, 1), "x.lora_scale": torch.tensor(1.0)}
+    library.save_attribute("fine", weights, "lora", {"base_id": "demo-shapes"})
+    bad = library.save_attribute("flipped", weights, "lora", {"base_id": "demo-shapes"})
+    data = bytearray(bad.weights_path.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: only a fresh hash sees it
+    bad.weights_path.write_bytes(bytes(data))
+    session = SimpleNamespace(settings=SimpleNamespace(preview_every=1), forget_attributes=lambda: None,
+                              library=library)
+    c = JobController(session=session)
+    try:
+        model = LibraryModel(str(root))
+        model.refresh()
+        dlg = LibraryDialog(model, c)
+        qtbot.addWidget(dlg)
+        with qtbot.waitSignal(c.finished, timeout=10000, check_params_cb=lambda kind, r: kind == "verify"):
+            dlg.verify_button.click()
+            assert not dlg.verify_button.isEnabled() and c.kind == "verify"
+        assert library.thread is not threading.main_thread()
+        assert dlg.verify_button.isEnabled()
+        text = dlg.info.text()
+        assert text.startswith("Verified 2 attribute(s): ") and "flipped: " in text and "fine" not in text, text
     finally:
         c.shutdown()
 

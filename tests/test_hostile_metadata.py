@@ -19,7 +19,7 @@ import pytest
 from dclip_desktop.cli.main import main
 from dclip_desktop.core.mixing import WeightSchedule, validate_degree
 from dclip_desktop.jobs.errors import JobError
-from tests.gui_helpers import close_boxes, needs_engine
+from tests.gui_helpers import close_boxes
 from tests.test_hostile_jobs import STEPS, dclip, env, home, one_line, photo  # noqa: F401 (fixtures)
 
 META = {"operation": "edit", "app_version": "0.1", "base_id": "demo-shapes", "base_sha256": "ab" * 32,
@@ -355,7 +355,6 @@ def window(qtbot):
     w.controller.shutdown()
 
 
-@needs_engine
 def test_gui_load_settings_shows_one_message_for_hostile_images(qtbot, window, tmp_path):
     w = window
     w.mixing.set_degree(0.3)

@@ -87,14 +87,6 @@ def test_pick_device_and_precision():
 
 
 # --- loading: the demo --------------------------------------------------------------------------
-def _demo_ready() -> bool:
-    return download.is_installed("demo-shapes") and download.is_installed("demo-tiny")
-
-
-needs_demo = pytest.mark.skipif(not _demo_ready(), reason="demo weights not trained yet")
-
-
-@needs_demo
 def test_demo_base_loads_and_has_a_stable_sha():
     model = loading.load_base("demo-shapes", "cpu")
     assert not model.training and not any(p.requires_grad for p in model.parameters())
@@ -217,7 +209,6 @@ def test_missing_weights_offline_name_file_and_command():
         loading.load_face("cpu", offline=True)
 
 
-@needs_demo
 def test_load_clip_from_hub_file(hub, tmp_path):  # noqa: F811
     """The real open_clip path (create_model with a local pretrained file), on the demo CLIP config."""
     from safetensors.torch import save_file

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import BadInput
+
 CONFIGS = ("demo", "ddpm256")
 
 
@@ -19,7 +21,7 @@ def build_unet(config: str, device: torch.device) -> tuple[nn.Module, str]:
 
         return load_demo_unet(device), "demo weights (trained)"
     if config != "ddpm256":
-        raise ValueError(f"unknown bench config {config!r}; choose from {', '.join(CONFIGS)}")
+        raise BadInput(f"unknown bench config {config!r}; choose from {', '.join(CONFIGS)}")
     from ..zoo.registry import DDPM256_CONFIG  # the one copy of the DDPM-256 architecture
 
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="fewer images and repetitions (fewer steps on a CPU)")
     p.add_argument("--json", dest="json_file", metavar="FILE", default=None, help="also write the results as JSON")
     # Own dests: the top-level --device/--precision must not be overwritten by these defaults.
-    p.add_argument("--device", dest="bench_device", default=None, help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--device", dest="bench_device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--precision", dest="bench_precision", default=None,
                    help="auto (guarded choice), fp32, tf32, bf16 or fp16 (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -35,12 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = args.bench_device or getattr(args, "device", None)
     precision = args.bench_precision or getattr(args, "precision", None) or "auto"
-    try:
-        run_bench(config=args.config, quick=args.quick, device=device, precision=precision,
-                  json_path=args.json_file, compile_models=args.compile)
-    except ValueError as exc:
-        import sys
-
-        print(f"dclip bench: error: {exc}", file=sys.stderr)
-        return 2
+    # a bad device or precision is a BadInput: `cli.main` prints it as one line, exit code 2
+    run_bench(config=args.config, quick=args.quick, device=device, precision=precision,
+              json_path=args.json_file, compile_models=args.compile)
     return 0

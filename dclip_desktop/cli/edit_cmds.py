@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..core.finetune import LR_SCHEDULES, MODES, FinetuneConfig
+from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
 from ..jobs.images import FIT_POLICIES, list_images, load_image, read_metadata, save_png
 from ..jobs.output_paths import output_targets
+from ..zoo.registry import RECIPE_KEYS
 from .progress import BarProgress
 
 
@@ -42,13 +43,15 @@ def cmd_reconstruct(args) -> int:
     return 0
 
 
-def _config_from_args(args) -> FinetuneConfig:
-    cfg = FinetuneConfig(
-        t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, lambda_l1=args.lambda_l1, lambda_face=args.lambda_face,
-        lambda_clip=args.lambda_clip, clip_loss_form=args.clip_loss_form, lr=args.lr, lr_schedule=args.lr_schedule,
-        epochs=args.epochs, mode=args.mode,
-        lora_rank=None if args.full else args.rank, batch_size=args.batch_size, seed=args.seed,
-    )
+def _config_from_args(args, recipe: dict) -> FinetuneConfig:
+    """The options given, then `recipe` (the base's recipe for this text pair, refined by its kind of edit
+    and by a preset of exactly this pair) for the ones left out, then FinetuneConfig's defaults."""
+    given = dict(s_for=args.s_for, s_gen=args.s_gen, lambda_face=args.lambda_face, lambda_clip=args.lambda_clip,
+                 lr_schedule=args.lr_schedule, mode=args.mode, lora_rank=None if args.full else args.rank,
+                 batch_size=args.batch_size, seed=args.seed)
+    # The recipe's options default to None on the command line: None is "left out", not a value.
+    given.update({k: getattr(args, k) for k in RECIPE_KEYS if getattr(args, k, None) is not None})
+    cfg = config_from_recipe(recipe, given)
     cfg.validate()
     return cfg
 
@@ -62,15 +65,10 @@ def cmd_finetune(args) -> int:
 
     session = _session(args)
     spec = session.spec(args.base)
-    # What the user left out comes from the base's recipe for this text pair (refined by its kind of edit
-    # and by a preset of exactly this pair), then from FinetuneConfig.
-    recipe = recipe_for(spec, args.src, args.tgt)
-    for key in ("t0", "lambda_l1", "epochs", "lr", "clip_loss_form"):
-        if getattr(args, key) is None:
-            setattr(args, key, recipe.get(key, getattr(FinetuneConfig, key)))
+    config = _config_from_args(args, recipe_for(spec, args.src, args.tgt))
     images = list_images(args.images) if args.images else None
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
-                          config=_config_from_args(args), images=images, sample_count=args.sample,
+                          config=config, images=images, sample_count=args.sample,
                           oversample=args.oversample, filter_photos=args.filter)
     with BarProgress(args.quiet, phases=finetune_phases(req)) as bar:
         entry = run_finetune(session, req, progress=bar, on_images=lambda chosen: tqdm.write(chosen.summary()))
@@ -86,11 +84,11 @@ def _edit_request(args, session):
 
 
 def cmd_edit(args) -> int:
-    from ..jobs.edit_job import edit_metadata, edit_tensor, resolve
+    from ..jobs.edit_job import build_edit, edit_metadata, edit_tensor
 
     session = _session(args)
     req = _edit_request(args, session)
-    base_id = resolve(session, req)[0]
+    base_id = build_edit(session, req).base_id
     spec = session.spec(base_id)
     paths = [Path(p) for p in args.images]
     targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)  # before any work
@@ -107,13 +105,13 @@ def cmd_edit(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from ..jobs.edit_job import EditRequest, parse_attribute_args, resolve
+    from ..jobs.edit_job import EditRequest, build_edit, parse_attribute_args
     from ..jobs.translate_job import TranslateRequest, translate_metadata, translate_tensor
 
     session = _session(args)
     edit = EditRequest(attributes=parse_attribute_args(args.attr), degree=args.degree, t0=args.t0,
                        s_for=args.s_for, s_gen=args.s_gen)
-    spec = session.spec(resolve(session, edit)[0])
+    spec = session.spec(build_edit(session, edit).base_id)
     req = TranslateRequest(edit=edit, seeds=list(range(args.seed, args.seed + args.seeds)), rounds=args.rounds,
                            project_t0=args.project_t0)
     stem = Path(args.image).stem
@@ -182,7 +180,7 @@ def register(sub) -> None:
     p.add_argument("--lambda-clip", type=float, default=3.0)
     p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: the base's recipe for this pair)")
     p.add_argument("--lambda-face", type=float, default=0.0)
-    p.add_argument("--clip-loss", dest="clip_loss_form", choices=("neglog", "dir"), default=None,
+    p.add_argument("--clip-loss", dest="clip_loss_form", choices=CLIP_LOSS_FORMS, default=None,
                    help="directional loss form: −log((1+cos)/2) or 1−cos (default: the base's recipe for this pair)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)

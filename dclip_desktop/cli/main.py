@@ -21,10 +21,6 @@ COMMAND_MODULES = [
 ]
 
 
-class UserError(Exception):
-    """A problem with the user's input or environment: reported as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dclip", description="DiffusionCLIP Desktop: text-driven image editing with fine-tuned diffusion models."
@@ -33,15 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: settings / auto)")
     parser.add_argument("--precision", default=None, help="auto, fp32, bf16 or fp16 (default: settings / auto)")
     parser.add_argument("--offline", action="store_true", help="never touch the network")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command module not written yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -66,11 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.offline:
-        import os
-
-        os.environ["DCLIP_OFFLINE"] = "1"
-    from ..jobs.errors import user_message
+    from ..errors import Kind
+    from ..jobs.errors import classify
 
     try:
         return int(args.func(args) or 0)
@@ -78,11 +66,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dclip {args.command}: cancelled", file=sys.stderr)
         return 130
     except Exception as exc:
-        message = user_message(exc)
-        if message is None:  # a bug: keep the traceback
+        failure = classify(exc)
+        if failure.kind is Kind.CANCELLED:
+            print(f"dclip {args.command}: cancelled", file=sys.stderr)
+            return 130
+        if failure.kind is not Kind.BUG:
+            print(f"dclip {args.command}: error: {failure.message}", file=sys.stderr)
+            return 2
+        if args.debug:
             raise
-        print(f"dclip {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        log = _write_crash_log()
+        print(f"dclip {args.command}: internal error ({type(exc).__name__}: {_first_line(exc)}). This is a bug; "
+              f"the traceback is in {log} (or run again with --debug). Please report it.", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else "no message"
+
+
+def _write_crash_log() -> str:
+    """Append the current traceback to the log file, and return where it went (stderr if nowhere)."""
+    import time
+    import traceback
+
+    from ..jobs.settings import log_dir
+
+    try:
+        path = log_dir() / "dclip-errors.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dclip {' '.join(sys.argv[1:])}\n")
+            f.write(traceback.format_exc())
+        return str(path)
+    except OSError:
+        traceback.print_exc()
+        return "the output above"
 
 
 if __name__ == "__main__":

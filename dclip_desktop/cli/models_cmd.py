@@ -49,13 +49,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _offline(args) -> bool:
+    from ..jobs.settings import Settings
+
+    return args.offline or Settings.load().offline
+
+
 def cmd_download(args) -> int:
     from ..zoo import download
 
+    offline = _offline(args)
     for model_id in args.ids:
         bar = _BytesBar(model_id)
         try:
-            path = download.download(model_id, progress=bar)
+            path = download.download(model_id, progress=bar, offline=offline)
         finally:
             bar.close()
         print(f"{model_id}: ready in {path}")
@@ -66,9 +73,9 @@ def cmd_verify(args) -> int:
     from ..zoo import download, registry
 
     ids = args.ids or [m for m in registry.all_model_ids() if download.is_installed(m)]
-    bad = 0
+    bad, offline = 0, _offline(args)
     for model_id in ids:
-        for name, ok, reason in download.verify_model(model_id, repair_bad=args.repair):
+        for name, ok, reason in download.verify_model(model_id, repair_bad=args.repair, offline=offline):
             bad += not ok
             print(f"{model_id}: {'ok ' if ok else 'BAD'} {reason or name}")
     return 1 if bad else 0

@@ -5,7 +5,7 @@ ImageNet-512 model; both are this architecture. Module and parameter names follo
 checkpoints exactly (``input_blocks.{i}.{j}.…``, ``middle_block``, ``output_blocks``, ``out``,
 ``time_embed.0/2``, ``label_emb``; ResBlocks hold ``in_layers``/``emb_layers``/``out_layers``/
 ``skip_connection``; attention holds ``norm``/``qkv``/``proj_out``), so their state dicts load
-strictly with no renaming (see ``adm_convert.load_adm_checkpoint``).
+strictly with no renaming (see ``adm_checkpoint.load_adm_checkpoint``).
 
 Learned-sigma models output 2·C channels; ε is the first C (``ModelDenoiser`` slices it).
 There is no fp16 mode: run under ``torch.autocast`` instead. GroupNorm and the attention softmax
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from ..errors import BadInput
 
 __all__ = [
     "ADMConfig",
@@ -436,7 +438,7 @@ class ClassConditioned(nn.Module):
             raise ValueError("ClassConditioned needs a class-conditional model")
         label = torch.as_tensor(y).reshape(-1).long()
         if ((label < 0) | (label >= model.num_classes)).any():
-            raise ValueError(f"class label {y} out of range [0, {model.num_classes})")
+            raise BadInput(f"class label {y} out of range [0, {model.num_classes})")
         self.model = model
         self.register_buffer("y", label, persistent=False)
 

@@ -12,12 +12,16 @@ from typing import Optional
 
 import torch
 
+from ..errors import Kind, UserError
+
 # progress(step, total, preview) — preview is a predicted-x0 batch in [-1, 1] or None.
 Progress = Callable[[int, int, Optional[torch.Tensor]], None]
 
 
-class Cancelled(Exception):
+class Cancelled(UserError):
     """Raised inside a loop when its CancelToken is set."""
+
+    kind = Kind.CANCELLED
 
 
 class CancelToken:

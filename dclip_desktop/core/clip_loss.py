@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import BadInput
+from .config import CLIP_LOSS_FORMS
+
 OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -182,8 +185,8 @@ class DirectionalCLIPLoss(nn.Module):
         batch_size: int = 16,
     ):
         super().__init__()
-        if loss_form not in ("dir", "neglog"):
-            raise ValueError(f"loss_form must be 'dir' or 'neglog', not {loss_form!r}")
+        if loss_form not in CLIP_LOSS_FORMS:
+            raise BadInput(f"loss_form must be one of {', '.join(CLIP_LOSS_FORMS)}, not {loss_form!r}")
         if not templates:
             raise ValueError("need at least one prompt template")
         clip_model.eval().requires_grad_(False)

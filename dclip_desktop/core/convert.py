@@ -16,14 +16,14 @@ The map is derived from the structure (levels, resnets per level, which levels a
 
 from __future__ import annotations
 
-import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
 import torch
+
+from .checkpoint import CheckpointError, strip_prefixes
 
 _RESNET = {
     "norm1": "norm1",
@@ -35,10 +35,7 @@ _RESNET = {
 }
 _ATTN = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _LINEAR_FROM_CONV = (".to_q", ".to_k", ".to_v", ".to_out.0")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot (or must not) be loaded or converted; the message says why."""
+_ORIGINAL_KEY = re.compile(r"(?:module\.|_orig_mod\.)*(?:temb\.dense\.|down\.\d+\.block\.)")
 
 
 @dataclass(frozen=True)
@@ -129,22 +126,10 @@ def module_map(structure: Structure) -> list[tuple[str, str]]:
     return pairs
 
 
-def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("module.",)) -> dict:
-    """Drop DataParallel's `module.` (repeatedly) from every key."""
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in prefixes:
-                if key.startswith(p):
-                    key, changed = key[len(p) :], True
-        out[key] = value
-    return out
-
-
 def is_original_layout(state: Mapping[str, torch.Tensor]) -> bool:
-    return any(re.match(r"(module\.)*(temb\.dense\.|down\.\d+\.block\.)", k) for k in state)
+    """Whether the keys are the original DDPM code's ('temb.dense.0.weight', 'down.0.block.0...'),
+    with or without the prefixes `checkpoint.strip_prefixes` drops."""
+    return any(_ORIGINAL_KEY.match(k) for k in state)
 
 
 def _rename(
@@ -183,7 +168,8 @@ def convert_original_state_dict(
     """Original-layout DDPM state dict → `UNet2DModel` state dict (load it with strict=True).
 
     The structure comes from `config` (UNet2DModel kwargs) when given, else from the checkpoint's keys.
-    `module.` prefixes (DataParallel) are stripped first.
+    "module." / "_orig_mod." prefixes (DataParallel, torch.compile) are stripped first. Read the file
+    with `checkpoint.read_state_dict`.
     """
     state = strip_prefixes(state)
     structure = structure_from_config(config) if config is not None else structure_from_original(state)
@@ -195,39 +181,3 @@ def to_original_state_dict(state: Mapping[str, torch.Tensor], config: Mapping) -
     pairs = {d: o for o, d in module_map(structure_from_config(config))}
     return _rename(state, pairs, False, "diffusers → original")
 
-
-_WRAPPERS = ("state_dict", "model", "ema", "module")
-
-
-def load_original_checkpoint(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors, loaded safely (weights_only=True: no code runs), unwrapped from a
-    "state_dict"/"model" key and stripped of DataParallel `module.` prefixes. Keys are left as stored:
-    pass them to `convert_original_state_dict` when `is_original_layout` says so."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"refusing to load {os.path.basename(path)}: it is not a plain weights checkpoint "
-            "(it would build arbitrary Python objects or run code; weights_only loading rejected it). "
-            f"Detail: {detail}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read {os.path.basename(path)} as a torch checkpoint (truncated or corrupt?): {exc}"
-        ) from None
-    for _ in range(3):
-        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = [obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)]
-            if len(inner) != 1:
-                break
-            obj = inner[0]
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{os.path.basename(path)} does not hold a model state dict")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{os.path.basename(path)} holds no tensors")
-    return strip_prefixes(tensors)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..errors import BadInput
 from .cancel import CancelToken, Progress, check, report
 from .schedule import DEFAULT_SCHEDULE, Schedule, timestep_grid, validate_t0
 
@@ -68,7 +69,7 @@ def ddim_invert(
 ) -> torch.Tensor:
     """Deterministic DDIM forward process x0 → x_t0 with the original model (eq. 12)."""
     if eta != 0.0:
-        raise ValueError(f"DDIM inversion must be deterministic: η has to be 0 (got η = {eta:g})")
+        raise BadInput(f"DDIM inversion must be deterministic: η has to be 0 (got η = {eta:g})")
     pairs = inversion_pairs(t0, steps)
     x = x0.float()
     with torch.no_grad():
@@ -94,7 +95,7 @@ def ddim_generate(
 ) -> torch.Tensor:
     """DDIM reverse process x_t0 → x̂0 (eq. 13); η > 0 adds fresh noise drawn from `generator`."""
     if eta < 0:
-        raise ValueError(f"η must be ≥ 0, got {eta}")
+        raise BadInput(f"η must be ≥ 0, got {eta}")
     pairs = generation_pairs(t0, steps)
     x = xt.float()
     with torch.no_grad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -18,71 +18,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .cancel import Cancelled, CancelToken, Progress, check, report
+from .config import FinetuneConfig  # torch-free, so the GUI can build one cheaply; exported here too
 from .ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
 from .lora import full_delta, inject_lora, lora_factors, lora_parameters, remove_lora
 from .mixing import ModelDenoiser
-from .schedule import DEFAULT_SCHEDULE, Schedule, validate_steps, validate_t0
+from .schedule import DEFAULT_SCHEDULE, Schedule
 
-MODES = ("efficient", "full_chain")
-LR_SCHEDULES = ("constant", "paper_ramp", "ref_x1.3")
 SAMPLE_STEPS = 40  # DDIM steps per training image sampled from the base
-
-
-@dataclass
-class FinetuneConfig:
-    """Paper defaults; the per-attribute t0 comes from the preset."""
-
-    t0: int = 400
-    s_for: int = 40
-    s_gen: int = 6
-    lambda_clip: float = 3.0
-    clip_loss_form: str = "neglog"  # the reference's −log((1+cos)/2); "dir" is 1 − cos
-    lambda_l1: float = 0.3
-    lambda_face: float = 0.0  # 0.3 for faces when the identity net is available
-    lr: Optional[float] = None  # None: 4e-6 (paper) for full weights, 1e-3 for LoRA
-    lr_schedule: str = "constant"
-    epochs: int = 1
-    mode: str = "efficient"
-    checkpointing: bool = True  # full chain only: recompute each UNet pass in backward (memory ≈ one pass)
-    # Efficient mode: recompute each UNet block in backward. None = on CUDA only: on an H100 at 256²,
-    # batch 8 with it needs 7 GiB and runs faster per image than batch 4 without it (10 GiB); a CPU
-    # has the RAM and would pay the recomputation.
-    block_checkpointing: Optional[bool] = None
-    lora_rank: Optional[int] = 8  # None trains all weights
-    lora_alpha: Optional[float] = None
-    batch_size: int = 8
-    seed: int = 0
-
-    def uses_block_checkpointing(self, device_type: str) -> bool:
-        if self.mode != "efficient":
-            return False  # full chain checkpoints whole UNet passes instead (`checkpointing`)
-        return device_type == "cuda" if self.block_checkpointing is None else self.block_checkpointing
-
-    def effective_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 4e-6 if self.lora_rank is None else 1e-3
-
-    def validate(self) -> None:
-        validate_t0(self.t0)
-        validate_steps(self.s_for, "S_for")
-        validate_steps(self.s_gen, "S_gen")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be ≥ 1")
-        if self.effective_lr() <= 0:
-            raise ValueError(f"learning rate must be > 0, got {self.effective_lr()}")
-        if self.lora_rank is not None and self.lora_rank < 1:
-            raise ValueError(f"LoRA rank must be ≥ 1, got {self.lora_rank}")
-        for name in ("lambda_clip", "lambda_l1", "lambda_face"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def lr_factor(schedule: str, epoch: int, iteration: int) -> float:
@@ -198,6 +140,86 @@ def enable_block_checkpointing(model: nn.Module) -> None:
             m.enable_gradient_checkpointing()
 
 
+def _trainable(base: nn.Module, cfg: FinetuneConfig, device_type: str) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of `base` with what the config trains: LoRA factors, or every weight."""
+    model = copy.deepcopy(base)
+    model.train(False)  # no dropout/batch-norm noise: the chain must stay deterministic
+    if cfg.uses_block_checkpointing(device_type):
+        enable_block_checkpointing(model)
+    if cfg.lora_rank is not None:
+        inject_lora(model, cfg.lora_rank, cfg.lora_alpha)
+        return model, lora_parameters(model)
+    model.requires_grad_(True)
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+class _Optimiser:
+    """Adam with the config's lr schedule, and the loss history it reports.
+
+    On CUDA, loss values stay on the device until the end of each batch and come back in one transfer:
+    a float() per optimiser step would stall the GPU queue S_gen times per batch. A CPU has no queue to
+    stall, so there every row is reported as soon as its step is done."""
+
+    def __init__(self, params, cfg: FinetuneConfig, total: int, on_step: Optional[StepHook], defer: bool) -> None:
+        self.cfg, self.total, self.on_step, self.defer = cfg, total, on_step, defer
+        self.base_lr = cfg.effective_lr()
+        self.opt = torch.optim.Adam(params, lr=self.base_lr)
+        self.step, self.epoch = 0, 0
+        self.history: list[dict] = []
+        self._pending: list[tuple[dict, dict]] = []
+
+    def __call__(self, loss_value: torch.Tensor, parts: dict) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = self.base_lr * lr_factor(self.cfg.lr_schedule, self.epoch, self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss_value.backward()
+        self.opt.step()
+        self.step += 1
+        meta = dict(step=self.step, epoch=self.epoch, lr=self.opt.param_groups[0]["lr"])
+        self._pending.append(({k: v.detach() for k, v in parts.items()}, meta))
+        if not self.defer:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        keys = list(self._pending[0][0])
+        values = torch.stack([torch.stack([parts[k].float() for k in keys]) for parts, _ in self._pending]).tolist()
+        for vals, (_, meta) in zip(values, self._pending):
+            row = dict(zip(keys, vals), **meta)
+            self.history.append(row)
+            if self.on_step is not None:
+                self.on_step(row["step"], self.total, row)
+        self._pending.clear()
+
+
+def _efficient_batch(model, x, target, idx, loss, optimise, pairs, autocast_dtype, schedule, progress, cancel):
+    """Algorithm 2: one optimiser step per DDIM step, on that step's predicted x0."""
+    for t, t_next in pairs:
+        check(cancel)
+        eps = _eps(model, x, t, autocast_dtype)
+        x_next, f = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next))
+        optimise(*loss(f, target, idx.to(f.device)))
+        x = x_next.detach()
+        report(progress, optimise.step, optimise.total, None)
+
+
+def _full_chain_batch(model, x, target, idx, loss, optimise, pairs, autocast_dtype, schedule, progress, cancel,
+                      checkpointing: bool):
+    """Algorithm 1: the whole S_gen chain with autograd; checkpointing keeps one UNet pass of activations
+    alive instead of S_gen."""
+    check(cancel)
+    for t, t_next in pairs:
+        if checkpointing:
+            eps = checkpoint(_eps, model, x, t, autocast_dtype, use_reentrant=False)
+        else:
+            eps = _eps(model, x, t, autocast_dtype)
+        x, _ = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next))
+        check(cancel)
+    optimise(*loss(x, target, idx.to(x.device)))
+    report(progress, optimise.step, optimise.total, None)
+
+
 def finetune(
     base: nn.Module,
     x0: torch.Tensor,
@@ -223,96 +245,38 @@ def finetune(
     if len(x0) != len(latents):
         raise ValueError(f"{len(x0)} training images but {len(latents)} latents")
     torch.manual_seed(cfg.seed)
-    model = copy.deepcopy(base)
-    model.train(False)  # no dropout/batch-norm noise: the chain must stay deterministic
-    if cfg.uses_block_checkpointing(latents.device.type):
-        enable_block_checkpointing(model)
-    if cfg.lora_rank is not None:
-        inject_lora(model, cfg.lora_rank, cfg.lora_alpha)
-        params = lora_parameters(model)
-    else:
-        model.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-    base_lr = cfg.effective_lr()
-    opt = torch.optim.Adam(params, lr=base_lr)
+    model, params = _trainable(base, cfg, latents.device.type)
     loss.set_sources(x0)
-
     pairs = generation_pairs(cfg.t0, cfg.s_gen)
     n = len(x0)
     n_batches = math.ceil(n / cfg.batch_size)
     steps_per_batch = len(pairs) if cfg.mode == "efficient" else 1
-    total = cfg.epochs * n_batches * steps_per_batch
-    history: list[dict] = []
+    optimise = _Optimiser(params, cfg, cfg.epochs * n_batches * steps_per_batch, on_step,
+                          defer=latents.device.type == "cuda")
     gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
-
-    # On CUDA, loss values stay on the device until the end of each batch and come back in one
-    # transfer: a float() per optimiser step would stall the GPU queue S_gen times per batch. A CPU
-    # has no queue to stall, so there every row is reported as soon as its step is done.
-    pending: list[tuple[dict, dict]] = []
-    defer = latents.device.type == "cuda"
-
-    def optimise(loss_value: torch.Tensor, parts: dict) -> None:
-        nonlocal step
-        for g in opt.param_groups:
-            g["lr"] = base_lr * lr_factor(cfg.lr_schedule, epoch, step)
-        opt.zero_grad(set_to_none=True)
-        loss_value.backward()
-        opt.step()
-        step += 1
-        pending.append(({k: v.detach() for k, v in parts.items()}, dict(step=step, epoch=epoch,
-                                                                          lr=opt.param_groups[0]["lr"])))
-        if not defer:
-            flush()
-
-    def flush() -> None:
-        if not pending:
-            return
-        keys = list(pending[0][0])
-        values = torch.stack([torch.stack([parts[k].float() for k in keys]) for parts, _ in pending]).tolist()
-        for vals, (_, meta) in zip(values, pending):
-            row = dict(zip(keys, vals), **meta)
-            history.append(row)
-            if on_step is not None:
-                on_step(row["step"], total, row)
-        pending.clear()
-
     for epoch in range(cfg.epochs):
+        optimise.epoch = epoch
         order = torch.randperm(n, generator=gen)
         for b in range(n_batches):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = latents[idx].to(latents.device)
-            target = x0[idx]
+            args = (model, latents[idx].to(latents.device), x0[idx], idx, loss, optimise, pairs, autocast_dtype,
+                    schedule, progress, cancel)
             if cfg.mode == "efficient":
-                # Algorithm 2: one optimiser step per DDIM step, on that step's predicted x0.
-                for t, t_next in pairs:
-                    check(cancel)
-                    eps = _eps(model, x, t, autocast_dtype)
-                    x_next, f = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next))
-                    optimise(*loss(f, target, idx.to(f.device)))
-                    x = x_next.detach()
-                    report(progress, step, total, None)
+                _efficient_batch(*args)
             else:
-                # Algorithm 1: the whole S_gen chain with autograd; checkpointing keeps one UNet
-                # pass of activations alive instead of S_gen.
-                check(cancel)
-                for t, t_next in pairs:
-                    if cfg.checkpointing:
-                        eps = checkpoint(_eps, model, x, t, autocast_dtype, use_reentrant=False)
-                    else:
-                        eps = _eps(model, x, t, autocast_dtype)
-                    x, _ = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next))
-                    check(cancel)
-                optimise(*loss(x, target, idx.to(x.device)))
-                report(progress, step, total, None)
-            flush()
+                _full_chain_batch(*args, checkpointing=cfg.checkpointing)
+            optimise.flush()
         if on_epoch is not None and preview_latent is not None:
             with torch.no_grad():
                 preview = ddim_generate(
                     ModelDenoiser(model, autocast_dtype), preview_latent, cfg.t0, cfg.s_gen, cancel=cancel
                 )
             on_epoch(epoch, preview)
+    return _result(model, base, cfg, optimise.history)
 
+
+def _result(model: nn.Module, base: nn.Module, cfg: FinetuneConfig, history: list[dict]) -> FinetuneResult:
+    """The tuned model (LoRA merged in) and its weights as the library stores them."""
     model.requires_grad_(False)
     if cfg.lora_rank is not None:
         weights, kind = lora_factors(model), "lora"

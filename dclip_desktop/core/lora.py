@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import BadInput
+
 
 class LoRA(nn.Module):
     """y = base(x) + (α/r)·B(A(x)); B starts at zero so the wrapped model starts as the base."""
@@ -60,7 +62,7 @@ def _adaptable(module: nn.Module) -> bool:
 def inject_lora(model: nn.Module, rank: int, alpha: float | None = None) -> list[str]:
     """Freeze `model` and wrap every Linear / ungrouped Conv2d with a LoRA; returns the wrapped names."""
     if rank < 1:
-        raise ValueError(f"LoRA rank must be ≥ 1, got {rank}")
+        raise BadInput(f"LoRA rank must be ≥ 1, got {rank}")
     model.requires_grad_(False)
     names = [n for n, m in model.named_modules() if n and _adaptable(m)]
     for name in names:

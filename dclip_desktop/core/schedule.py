@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-T = 1000
+# Pure Python, so the GUI can check settings without torch; imported here for the grid and for callers.
+from .config import T, validate_steps, validate_t0
 
 
 def linear_betas(beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = T) -> torch.Tensor:
@@ -29,16 +30,6 @@ class Schedule:
 
 
 DEFAULT_SCHEDULE = Schedule()
-
-
-def validate_t0(t0: int, num_steps: int = T) -> None:
-    if not isinstance(t0, int) or not 1 <= t0 <= num_steps - 1:
-        raise ValueError(f"t0 must be an integer in 1..{num_steps - 1}, got {t0!r}")
-
-
-def validate_steps(n: int, name: str = "steps") -> None:
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"{name} must be an integer ≥ 2, got {n!r}")
 
 
 def timestep_grid(t0: int, n: int) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..errors import BadInput
 from .cancel import CancelToken, Progress, report
 from .ddim import Denoiser, ddim_generate, ddim_invert
 from .schedule import DEFAULT_SCHEDULE, Schedule, validate_steps, validate_t0
@@ -43,7 +44,7 @@ def project_to_domain(
     validate_t0(t0, schedule.num_steps)
     validate_steps(steps)
     if rounds < 1:
-        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+        raise BadInput(f"rounds must be ≥ 1, got {rounds}")
     x = x_src.float().expand(len(seeds), *x_src.shape[1:]) if len(x_src) == 1 else x_src.float()
     abar = schedule.abar(t0)
     for k in range(rounds):

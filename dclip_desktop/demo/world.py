@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..errors import BadInput
+
 RESOLUTION = 32
 HELDOUT_SEED_START = 1_000_000
 SUPERSAMPLE = 4
@@ -94,11 +96,11 @@ class SceneSpec:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
+            raise BadInput(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
         if self.color not in COLORS:
-            raise ValueError(f"unknown colour {self.color!r}; expected one of {tuple(COLORS)}")
+            raise BadInput(f"unknown colour {self.color!r}; expected one of {tuple(COLORS)}")
         if self.background not in BACKGROUNDS:
-            raise ValueError(f"unknown background {self.background!r}; expected one of {tuple(BACKGROUNDS)}")
+            raise BadInput(f"unknown background {self.background!r}; expected one of {tuple(BACKGROUNDS)}")
 
 
 def sample_spec(seed: int, **overrides) -> SceneSpec:
@@ -329,7 +331,7 @@ def describe(image) -> dict[str, str]:
 def stroke_blob(seed: int, color: str, background: str, size: int = RESOLUTION) -> np.ndarray:
     """A crude painted blob (wobbly edge, uneven fill), like a user's brush strokes. uint8 H×W×3."""
     if color not in COLORS or background not in BACKGROUNDS:
-        raise ValueError(f"unknown colour {color!r} or background {background!r}")
+        raise BadInput(f"unknown colour {color!r} or background {background!r}")
     rng = np.random.default_rng([int(seed), 0xB10B])
     n = size * SUPERSAMPLE
     coords = (np.arange(n) + 0.5) / n

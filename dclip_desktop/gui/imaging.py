@@ -73,3 +73,15 @@ def qimage_to_pil(img: QImage):
     from PIL import Image
 
     return Image.fromarray(qimage_to_array(img), "RGB")
+
+
+def side_by_side(a: QImage, b: QImage) -> QImage:
+    """`a` left of `b` on one RGB image (File → Export side by side)."""
+    from PySide6.QtGui import QPainter
+
+    img = QImage(a.width() + b.width(), max(a.height(), b.height()), QImage.Format.Format_RGB888)
+    p = QPainter(img)
+    p.drawImage(0, 0, a)
+    p.drawImage(a.width(), 0, b)
+    p.end()
+    return img

@@ -9,6 +9,8 @@ from typing import Optional
 
 from PySide6.QtGui import QImage
 
+from ..zoo.download import download, verify_model
+
 
 @dataclass
 class EditResult:
@@ -125,29 +127,44 @@ def make_batch(batch: dict, edit: dict):
             ctx.event("file", (str(relpath), str(status), "" if reason is None else str(reason)))
 
         summary = run_batch(session, req, progress=ctx.progress, cancel=ctx.cancel, on_file=on_file)
-        return {k: getattr(summary, k, None) for k in ("done", "skipped", "failed", "errors", "images_per_s")}
+        return {"done": summary.done, "skipped": summary.skipped, "failed": summary.failed, "errors": summary.errors,
+                "images_per_s": summary.images_per_s}
 
     return fn
 
 
 def make_base_action(action: str, base_id: str):
-    """Models → download / verify / load a zoo base."""
+    """Models → download / verify (and repair) / load a zoo base, in the session's offline mode."""
+    if action not in ("download", "verify", "load"):
+        raise ValueError(f"unknown base action {action!r}")
 
     def fn(session, ctx):
-        if action == "load":
-            session.base(base_id, progress=lambda *a: ctx.progress("loading", *a[-3:-1]) if len(a) >= 2 else None)
-            return f"{base_id}: loaded on {session.device}"
-        from ..zoo import download
+        def progress(step: int, total: int) -> None:
+            ctx.progress(action, step, total)
 
-        names = {"download": ("download_base", "download"), "verify": ("verify_base", "verify", "verify_and_repair")}
-        for name in names[action]:
-            f = getattr(download, name, None)
-            if callable(f):
-                try:
-                    out = f(base_id, progress=lambda step, total, *rest: ctx.progress(action, step, total))
-                except TypeError:
-                    out = f(base_id)
-                return f"{base_id}: {action} finished" + (f" ({out})" if out not in (None, True) else "")
-        raise RuntimeError(f"the model zoo has no {action} function yet")
+        offline = session.settings.offline
+        if action == "load":
+            session.base(base_id, progress=progress)  # offline comes from the session's settings
+            return f"{base_id}: loaded on {session.device}"
+        if action == "download":
+            folder = download(base_id, progress=progress, cancel=ctx.cancel, offline=offline)
+            return f"{base_id}: download finished ({folder})"
+        rows = verify_model(base_id, repair_bad=True, progress=progress, cancel=ctx.cancel, offline=offline)
+        return f"{base_id}: verify finished ({verify_summary(rows)})"
+
+    return fn
+
+
+def verify_summary(rows) -> str:
+    """One line for verify_model's (file, ok, reason) rows: the problems, or every file's state."""
+    bad = [reason for _, ok, reason in rows if not ok]
+    return "problems: " + "; ".join(bad) if bad else "; ".join(reason for _, _, reason in rows)
+
+
+def make_verify_library():
+    """Models → Library → Verify: re-hash every attribute's weights (slow for many or big ones, hence a job)."""
+
+    def fn(session, ctx):
+        return [(e.name, ok, reason) for e, ok, reason in session.library.verify()]
 
     return fn

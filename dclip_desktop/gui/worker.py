@@ -7,6 +7,8 @@ and the progress/loss/epoch/training-image callbacks that the engine expects; im
 most 10 per second). A job that calls `ctx.track(phases)` also reports one fraction over all its
 phases (jobs.progress.OverallProgress), for a bar that never goes back.
 Cancel is cooperative (the engine polls the token between steps): never QThread.terminate().
+A failure reaches the GUI with its kind (errors.Kind, decided by the exception's type in
+jobs.errors.classify), so widgets choose how to show it by kind, never by reading its text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any, Optional
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
+
+from ..errors import Kind
 
 PREVIEW_MIN_INTERVAL_S = 0.1  # ≤ 10 previews per second
 PROGRESS_MIN_INTERVAL_S = 0.05
@@ -102,15 +106,15 @@ class JobContext:
         self._worker.message.emit(self.job_id, name, payload)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
+def describe(exc: BaseException) -> tuple[Kind, str, str]:
+    """(kind, one line for the user, details) for a failure, by its type (jobs.errors.classify): a user
+    error's own line and no details; a bug's type and text, with its traceback as the details."""
+    from ..jobs.errors import classify
 
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:  # noqa: BLE001 - torch missing or odd build: fall back to the message
-        pass
-    return "out of memory" in str(exc).lower()
+    failure = classify(exc)
+    if failure.kind is Kind.BUG:
+        return failure.kind, f"Unexpected error ({type(exc).__name__}): {exc}", "".join(traceback.format_exception(exc))
+    return failure.kind, failure.message, ""
 
 
 def _free_memory() -> None:
@@ -148,7 +152,7 @@ class Worker(QObject):
     epoch = Signal(int, int, QImage)
     message = Signal(int, str, object)
     finished = Signal(int, object)
-    failed = Signal(int, str, str, bool)  # job id, message, details, out-of-memory
+    failed = Signal(int, str, str, str)  # job id, failure kind (errors.Kind value), message, details
     cancelled = Signal(int)
     memory = Signal(str)
 
@@ -185,31 +189,20 @@ class Worker(QObject):
             ctx = JobContext(self, job_id, token, preview_every or session.settings.preview_every)
             result = fn(session, ctx)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI, never kill the thread
-            from ..core.cancel import Cancelled
-
-            if isinstance(exc, Cancelled) or event.is_set():
-                self.cancelled.emit(job_id)
-            else:
-                oom = _is_oom(exc)
-                if oom:
-                    _free_memory()
-                self.failed.emit(job_id, self._message(exc, oom), traceback.format_exc(), oom)
+            self._fail(job_id, exc, event)
         else:
             self.finished.emit(job_id, result)
         finally:
             self.memory.emit(memory_text())
 
-    @staticmethod
-    def _message(exc: BaseException, oom: bool) -> str:
-        if oom:
-            return ("The GPU ran out of memory. Caches were freed; try a smaller batch size, LoRA instead of full "
-                    "weights, fp16/bf16 precision, fewer images, or the CPU device.")
-        from ..jobs.errors import user_message
-
-        message = user_message(exc)  # messages often start with a file name
-        if message is not None:
-            return message
-        return f"Unexpected error ({type(exc).__name__}): {exc}"
+    def _fail(self, job_id: int, exc: BaseException, event: threading.Event) -> None:
+        kind, message, details = describe(exc)
+        if kind is Kind.CANCELLED or event.is_set():
+            self.cancelled.emit(job_id)
+            return
+        if kind is Kind.OUT_OF_MEMORY:
+            _free_memory()  # so that the next job can run
+        self.failed.emit(job_id, kind.value, message, details)
 
 
 @dataclass
@@ -237,7 +230,9 @@ class JobController(QObject):
     epoch_preview = Signal(int, QImage)
     message = Signal(str, object)
     finished = Signal(str, object)  # kind, result
-    failed = Signal(str, str, str, bool)  # kind, message, details, oom
+    # job kind, message, details (a bug's traceback, else ""), failure kind (errors.Kind value): the failure's
+    # kind comes last so that a listener showing only the message takes (job, message, *_)
+    failed = Signal(str, str, str, str)
     cancelled = Signal(str)
     memory = Signal(str)
 
@@ -387,11 +382,11 @@ class JobController(QObject):
         if kind is not None:
             self.finished.emit(kind, result)
 
-    @Slot(int, str, str, bool)
-    def _on_failed(self, job_id: int, message: str, details: str, oom: bool) -> None:
+    @Slot(int, str, str, str)
+    def _on_failed(self, job_id: int, failure: str, message: str, details: str) -> None:
         kind = self._end(job_id)
         if kind is not None:
-            self.failed.emit(kind, message, details, oom)
+            self.failed.emit(kind, message, details, failure)
 
     @Slot(int)
     def _on_cancelled(self, job_id: int) -> None:

@@ -25,14 +25,10 @@ Policies (the README and `dclip batch --help` repeat them):
 
 from __future__ import annotations
 
-import errno
-import functools
 import os
-import stat
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +37,7 @@ from PIL import Image
 
 from ..core.cancel import Cancelled, CancelToken, check
 from ..core.ddim import ddim_generate
-from ..core.mixing import ModelDenoiser, attribute_mix
+from .batch_inputs import Loaded, check_folders, load_one, paste_back, scan_inputs, stat_problem
 from .batch_manifest import (
     MANIFEST_NAME,
     REPORT_CSV,
@@ -56,198 +52,42 @@ from .batch_manifest import (
     write_json,
     write_reports,
 )
-from .edit_job import EditRequest, edit_metadata, resolve
+from .batch_request import BatchRequest, BatchSummary, DiskFullError
+from .edit_job import Edit, EditRequest, build_edit
 from .errors import JobError
-from .images import (
-    FIT_POLICIES,
-    IMAGE_EXTENSIONS,
-    atomic_write_bytes,
-    check_metadata,
-    encode_png,
-    fit_image,
-    image_sha256,
-    open_image,
-    pil_to_tensor,
-    tensor_to_pil,
-)
+from .images import atomic_write_bytes, check_metadata, encode_png, tensor_to_pil
 from .progress import JobProgress
 from .session import Session
 
 OnFile = Callable[[str, str, Optional[str]], None]
 
 
-class DiskFullError(JobError):
-    """The output disk filled up; `summary` says what was finished (and kept)."""
-
-    def __init__(self, message: str, summary: BatchSummary) -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-@dataclass
-class BatchRequest:
-    input_dir: str | os.PathLike
-    output_dir: str | os.PathLike
-    edit: EditRequest
-    recursive: bool = False
-    fit: str = "center-crop"
-    paste_back: bool = False
-    resume: bool = False
-    batch_size: int = 8
-    seed: int = 0
-    force: bool = False
-
-
-@dataclass
-class BatchSummary:
-    done: int = 0  # edited by this run
-    skipped: int = 0  # finished earlier (resume)
-    failed: int = 0
-    errors: list = field(default_factory=list)  # (relpath, reason)
-    images_per_s: float = 0.0
-    seconds: float = 0.0
-    total: int = 0
-    report_json: Optional[Path] = None
-    report_csv: Optional[Path] = None
-    manifest: Optional[Path] = None
-    stopped: Optional[str] = None  # why the batch stopped early ("cancelled", "disk full: …")
-
-
-# --- scanning and checks ---------------------------------------------------------------------
-def scan_inputs(input_dir: Path, recursive: bool) -> list[str]:
-    """Relative POSIX paths of every entry with an image extension (files or not), sorted."""
-    found: list[str] = []
-
-    def walk(folder: Path, prefix: str) -> None:
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            raise JobError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
-        for e in entries:
-            rel = prefix + e.name
-            if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(rel)
-            if recursive and e.is_dir(follow_symlinks=False):
-                walk(Path(e.path), rel + "/")
-
-    walk(input_dir, "")
-    return found
-
-
-def _check_folders(req: BatchRequest) -> tuple[Path, Path]:
-    src = Path(req.input_dir).expanduser()
-    if not src.is_dir():
-        raise JobError(f"{src}: the input folder does not exist or is not a folder")
-    out = Path(req.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise JobError(f"{out}: the output path is a file, not a folder")
-    rs, ro = src.resolve(), out.resolve()
-    if rs == ro:
-        raise JobError("the output folder is the input folder; choose another one, inputs are never modified")
-    if req.recursive and rs in ro.parents:
-        raise JobError("the output folder is inside the input folder; with --recursive the outputs would be "
-                       "read as inputs. Choose a folder outside it")
-    if req.fit not in FIT_POLICIES:
-        raise JobError(f"unknown fit policy {req.fit!r}; choose one of {', '.join(FIT_POLICIES)}")
-    if not isinstance(req.batch_size, int) or req.batch_size < 1:
-        raise JobError(f"batch size must be a positive integer, got {req.batch_size!r}")
-    return rs, ro
-
-
-def _stat_problem(path: Path) -> tuple[Optional[str], Optional[os.stat_result]]:
-    """(reason it cannot be an image, stat) without opening it (a FIFO would block on open)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symbolic link loop", None
-        if path.is_symlink():
-            return "broken symbolic link (its target does not exist)", None
-        return f"cannot be read ({exc.strerror or exc})", None
-    if stat.S_ISDIR(st.st_mode):
-        return "is a folder, not an image", st
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (FIFO, socket or device)", st
-    return None, st
-
-
-def _reason(exc: BaseException, name: str) -> str:
-    msg = str(exc)
-    for prefix in (f"{name}: ",):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    return msg if isinstance(exc, JobError) else f"cannot be decoded ({type(exc).__name__}: {msg})"
-
-
-@dataclass
-class _Loaded:
-    rel: str
-    tensor: Optional[torch.Tensor] = None
-    original: Optional[Image.Image] = None
-    box: tuple = ()
-    size: tuple = ()
-    reason: Optional[str] = None
-
-
-def _load_one(src: Path, rel: str, resolution: int, fit: str, keep_original: bool) -> _Loaded:
-    path = src / rel
-    problem, _ = _stat_problem(path)
-    if problem:
-        return _Loaded(rel, reason=problem)
-    try:
-        img = open_image(path)
-        fitted, box = fit_image(img, resolution, fit)
-        return _Loaded(rel, pil_to_tensor(fitted), img if keep_original else None, box, img.size)
-    except Exception as exc:  # any decoder failure is this file's problem, never the batch's
-        return _Loaded(rel, reason=_reason(exc, path.name))
-
-
-def paste_back(original: Image.Image, edited: Image.Image, box: tuple) -> Image.Image:
-    """The edit resized onto the region `box` (l, t, r, b) of `original`; parts outside are clipped."""
-    left, top, right, bottom = box
-    w, h = max(1, round(right - left)), max(1, round(bottom - top))
-    out = original.convert("RGB").copy()
-    out.paste(edited.convert("RGB").resize((w, h), Image.BICUBIC), (round(left), round(top)))
-    return out
-
-
 # --- the engine: fixed-shape chunks, latent cache, mix ----------------------------------------
-def _edit_chunk(session: Session, edit: EditRequest, x: torch.Tensor, batch_size: int,
-                progress: Optional[Callable[[float, Optional[torch.Tensor]], None]] = None,
-                cancel: Optional[CancelToken] = None) -> torch.Tensor:
+def edit_chunk(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
+               progress: Optional[Callable[[float, Optional[torch.Tensor]], None]] = None,
+               cancel: Optional[CancelToken] = None) -> torch.Tensor:
     """Edit `x` [n ≤ batch_size, 3, S, S] as one padded batch of exactly `batch_size` images."""
-    from ..library.cache import LatentKey
-
-    base_id, _, models, sched, t0 = resolve(session, edit)
     fast = session.settings.compile_batches  # the batch is padded to one shape, as compiling wants
-    n = len(x)
+    req, n = edit.request, len(x)
     xp = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])]) if n < batch_size else x
-    xp = xp.to(session.device)
-    keys = [LatentKey(session.base_sha(base_id), image_sha256(xi), t0, edit.s_for, session.precision) for xi in x]
-    found = session.cache.get_many(keys)
-    inv_steps = 0 if all(z is not None for z in found) else edit.s_for - 1
-    total = inv_steps + edit.s_gen
+    found = session.cached_latents(edit.base_id, x, edit.t0, req.s_for)
+    found += found[-1:] * (batch_size - n)  # the padding repeats the last image
+    inv_steps = 0 if all(z is not None for z in found) else req.s_for - 1
+    total = inv_steps + req.s_gen
 
     def sub(offset):
         return None if progress is None else (lambda s, _t, preview=None: progress((offset + s) / total, preview))
 
-    if inv_steps:
-        lat = session.invert(base_id, xp, t0, edit.s_for, batch_size=batch_size, progress=sub(0), cancel=cancel,
-                             use_cache=False, compiled=fast)
-        missing = [i for i, z in enumerate(found) if z is None]
-        session.cache.put_many([keys[i] for i in missing], [lat[i].cpu() for i in missing])
-    else:
-        lat = torch.stack([z.to(session.device) for z in found + [found[-1]] * (batch_size - n)])
-    unet = functools.partial(session.sampling_unet, compiled=fast)
-    den = attribute_mix(ModelDenoiser(unet(session.base(base_id)), session.autocast_dtype),
-                        [ModelDenoiser(unet(m), session.autocast_dtype) for m in models], sched, edit.degree)
-    out = ddim_generate(den, lat, t0, edit.s_gen, progress=sub(inv_steps), cancel=cancel)
+    lat = session.invert(edit.base_id, xp, edit.t0, req.s_for, batch_size=batch_size, known=found, whole=True,
+                         progress=sub(0), cancel=cancel, compiled=fast)
+    out = ddim_generate(edit.denoiser(session, compiled=fast), lat, edit.t0, req.s_gen, progress=sub(inv_steps),
+                        cancel=cancel)
     return out[:n].clamp(-1, 1).cpu()
 
 
-def settings_of(session: Session, req: BatchRequest, src: Path) -> dict:
+def settings_of(session: Session, req: BatchRequest, src: Path, edit: Optional[Edit] = None) -> dict:
     """What decides the outputs (batch size aside): the manifest compares it on resume."""
-    meta = edit_metadata(session, req.edit)
+    meta = (edit or build_edit(session, req.edit)).metadata(session)
     meta.pop("app_version", None)
     return {"input_dir": str(src), "recursive": req.recursive, "fit": req.fit, "paste_back": req.paste_back,
             "seed": req.seed, "edit": meta}
@@ -257,182 +97,216 @@ def settings_of(session: Session, req: BatchRequest, src: Path) -> dict:
 def run_batch(session: Session, req: BatchRequest, progress: Optional[JobProgress] = None,
               cancel: Optional[CancelToken] = None, on_file: Optional[OnFile] = None) -> BatchSummary:
     """Edit every image of `req.input_dir` into `req.output_dir`; see the module notes for the guarantees."""
-    src, out = _check_folders(req)
-    base_id = resolve(session, req.edit)[0]  # unknown attributes are refused before anything is written
-    resolution = session.spec(base_id).resolution
-    settings = settings_of(session, req, src)
-    key = settings_key(settings)
-    rels = scan_inputs(src, req.recursive)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(out)
-    manifest = start_manifest(req, out, settings, key)
-    files, batch_id = manifest["files"], manifest["batch_id"]
-    names = OutputNames(out, files)
-    summary = BatchSummary(total=len(rels), manifest=out / MANIFEST_NAME)
-    counted = 0  # files accounted for in progress (skipped, failed, or edited and handed to the writer)
+    return BatchRun(session, req, progress, cancel, on_file).run()
 
-    def tell(rel: str, status: str, reason: Optional[str] = None) -> None:
-        if on_file is not None:
-            on_file(rel, status, reason)
 
-    def fail(rel: str, reason: str) -> None:
-        nonlocal counted
-        files[rel].update(status="failed", reason=reason, output=None)
-        names.taken = {k: v for k, v in names.taken.items() if v != rel}
-        summary.failed += 1
-        summary.errors.append((rel, reason))
-        counted += 1
-        tell(rel, "failed", reason)
+class BatchRun:
+    """One run of a batch: the plan from the manifest, then chunks read ahead on one thread, edited here,
+    and written behind on another, with the manifest kept consistent after every chunk."""
 
-    # plan: skip what a previous run finished, queue the rest
-    todo: list[str] = []
-    for rel in rels:
-        old = files.get(rel) if req.resume else None
-        _, st = _stat_problem(src / rel)
-        ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if st is not None else {}
-        same_input = old is not None and bool(ident) and all(old.get(k) == v for k, v in ident.items())
-        target = out / old["output"] if old and old.get("output") else None
-        if same_input and target is not None and target.is_file() and (
+    def __init__(self, session: Session, req: BatchRequest, progress: Optional[JobProgress],
+                 cancel: Optional[CancelToken], on_file: Optional[OnFile]) -> None:
+        self.session, self.req, self.progress, self.cancel, self.on_file = session, req, progress, cancel, on_file
+        self.src, self.out = check_folders(req)
+        self.edit = build_edit(session, req.edit)  # unknown attributes are refused before anything is written
+        self.resolution = session.spec(self.edit.base_id).resolution
+        self.settings = settings_of(session, req, self.src, self.edit)
+        self.key = settings_key(self.settings)
+        self.rels = scan_inputs(self.src, req.recursive)
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(self.out)
+        self.manifest = start_manifest(req, self.out, self.settings, self.key)
+        self.files, self.batch_id = self.manifest["files"], self.manifest["batch_id"]
+        self.names = OutputNames(self.out, self.files)
+        self.summary = BatchSummary(total=len(self.rels), manifest=self.out / MANIFEST_NAME)
+        self.counted = 0  # files accounted for in progress (skipped, failed, or edited and handed to the writer)
+        self.inflight: list[tuple[str, Future]] = []
+        self.full: list[OSError] = []
+        self.todo = self._plan()
+        # Chunks are padded to exactly `bs` images (reproducibility): never pad past the files there are, or
+        # `--batch-size 100000` on 5 photos asks for 100,000 images' worth of memory.
+        self.bs = min(req.batch_size, max(1, len(self.todo)))
+        self.meta_base = {**self.edit.metadata(session), "seed": req.seed, "fit": req.fit,
+                          "paste_back": req.paste_back, "batch_size": self.bs, "batch_id": self.batch_id,
+                          "settings_key": self.key}
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def _tell(self, rel: str, status: str, reason: Optional[str] = None) -> None:
+        if self.on_file is not None:
+            self.on_file(rel, status, reason)
+
+    def _report(self, preview=None) -> None:
+        if self.progress is not None:
+            self.progress("batch", self.counted, len(self.rels), preview)
+
+    def _fail(self, rel: str, reason: str) -> None:
+        self.files[rel].update(status="failed", reason=reason, output=None)
+        self.names.release(rel)
+        self.summary.failed += 1
+        self.summary.errors.append((rel, reason))
+        self.counted += 1
+        self._tell(rel, "failed", reason)
+
+    def _finished_earlier(self, rel: str, old: Optional[dict], same_input: bool) -> bool:
+        target = self.out / old["output"] if old and old.get("output") else None
+        return same_input and target is not None and target.is_file() and (
             old["status"] == "done"
-            or (old["status"] == "pending" and owned_by(target, batch_id, rel, old.get("settings", key)))
-        ):
-            old.update(status="done", reason=None)
-            summary.skipped += 1
-            counted += 1
-            tell(rel, "skipped", None)
-            continue
-        reuse = old.get("output") if same_input and old else None
-        files[rel] = {"status": "pending", "output": None, "reuse": reuse, "reason": None, "settings": key, **ident}
-        todo.append(rel)
-    if counted and progress is not None:
-        progress("batch", counted, len(rels), None)
-    # Chunks are padded to exactly `bs` images (reproducibility): never pad past the files there are, or
-    # `--batch-size 100000` on 5 photos asks for 100,000 images' worth of memory.
-    bs = min(req.batch_size, max(1, len(todo)))
-    meta_base = {**edit_metadata(session, req.edit), "seed": req.seed, "fit": req.fit, "paste_back": req.paste_back,
-                 "batch_size": bs, "batch_id": batch_id, "settings_key": key}
+            or (old["status"] == "pending" and owned_by(target, self.batch_id, rel, old.get("settings", self.key)))
+        )
 
-    def save_manifest() -> None:
-        manifest["updated"] = time.time()
-        write_json(out / MANIFEST_NAME, manifest)
+    def _plan(self) -> list[str]:
+        """Skip what a previous run finished, queue the rest."""
+        todo: list[str] = []
+        for rel in self.rels:
+            old = self.files.get(rel) if self.req.resume else None
+            _, st = stat_problem(self.src / rel)
+            ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if st is not None else {}
+            same_input = old is not None and bool(ident) and all(old.get(k) == v for k, v in ident.items())
+            if self._finished_earlier(rel, old, same_input):
+                old.update(status="done", reason=None)
+                self.summary.skipped += 1
+                self.counted += 1
+                self._tell(rel, "skipped", None)
+                continue
+            reuse = old.get("output") if same_input and old else None
+            self.files[rel] = {"status": "pending", "output": None, "reuse": reuse, "reason": None,
+                               "settings": self.key, **ident}
+            todo.append(rel)
+        if self.counted:
+            self._report()
+        return todo
 
-    def load_chunk(chunk: list[str]) -> list[_Loaded]:
-        return [_load_one(src, rel, resolution, req.fit, req.paste_back) for rel in chunk]
+    def _save_manifest(self) -> None:
+        self.manifest["updated"] = time.time()
+        write_json(self.out / MANIFEST_NAME, self.manifest)
 
-    def write_one(target: Path, img: Image.Image, item: _Loaded, meta: dict) -> None:
-        if req.paste_back:
-            img = paste_back(item.original, img, item.box)
-        atomic_write_bytes(target, encode_png(img, meta))
-
-    inflight: list[tuple[str, object]] = []
-    full: list[OSError] = []
-
-    def settle() -> None:
+    def _settle(self) -> None:
         """Wait for the writes in flight and record them; the manifest follows."""
-        for rel, fut in inflight:
+        for rel, fut in self.inflight:
             try:
                 fut.result()
             except OSError as exc:
                 if is_disk_full(exc):
-                    full.append(exc)
-                    files[rel]["reason"] = "not written: the disk is full"
+                    self.full.append(exc)
+                    self.files[rel]["reason"] = "not written: the disk is full"
                 else:
-                    fail(rel, f"cannot write the output ({exc.strerror or exc})")
+                    self._fail(rel, f"cannot write the output ({exc.strerror or exc})")
                 continue
-            files[rel].update(status="done", reason=None)
-            files[rel].pop("reuse", None)
-            summary.done += 1
-            tell(rel, "done", None)
-        inflight.clear()
+            self.files[rel].update(status="done", reason=None)
+            self.files[rel].pop("reuse", None)
+            self.summary.done += 1
+            self._tell(rel, "done", None)
+        self.inflight.clear()
         try:
-            save_manifest()
+            self._save_manifest()
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            full.append(exc)
+            self.full.append(exc)
 
-    chunks = [todo[i:i + bs] for i in range(0, len(todo), bs)]
-    loader = ThreadPoolExecutor(1, thread_name_prefix="dclip-batch-read")
-    writer = ThreadPoolExecutor(1, thread_name_prefix="dclip-batch-write")
-    t_start = time.perf_counter()
-    try:
-        settle()  # the plan itself goes to disk before any output
-        nxt = loader.submit(load_chunk, chunks[0]) if chunks else None
+    # --- reading, editing, writing ------------------------------------------------------------
+    def _load_chunk(self, chunk: list[str]) -> list[Loaded]:
+        return [load_one(self.src, rel, self.resolution, self.req.fit, self.req.paste_back) for rel in chunk]
+
+    def _write_one(self, target: Path, img: Image.Image, item: Loaded, meta: dict) -> None:
+        if self.req.paste_back:
+            img = paste_back(item.original, img, item.box)
+        atomic_write_bytes(target, encode_png(img, meta))
+
+    def _lands_in_input(self, target: Path) -> bool:
+        resolved = target.resolve()
+        return self.src in resolved.parents if self.req.recursive else resolved.parent == self.src
+
+    def _edit(self, good: list[Loaded]) -> torch.Tensor:
+        base_count, n = self.counted, len(good)
+
+        def inner(frac: float, preview) -> None:
+            if self.progress is not None:
+                self.progress("batch", base_count + min(n - 1, int(frac * n)), len(self.rels), preview)
+
+        return edit_chunk(self.session, self.edit, torch.stack([g.tensor for g in good]), self.bs, inner,
+                          self.cancel)
+
+    def _queue_writes(self, writer: ThreadPoolExecutor, good: list[Loaded], edited: torch.Tensor) -> None:
+        planned = []
+        for item, y in zip(good, edited):
+            name = self.names.assign(item.rel, self.files[item.rel].pop("reuse", None))
+            target = self.out / name
+            if self._lands_in_input(target):
+                self._fail(item.rel, "its output would land inside the input folder")
+                continue
+            self.files[item.rel]["output"] = name
+            planned.append((item, target, tensor_to_pil(y)))
+        self._save_manifest()  # names are recorded before the files appear, so a resume can adopt them
+        for item, target, img in planned:
+            meta = {**self.meta_base, "source_image": item.rel, "source_size": list(item.size)}
+            self.inflight.append((item.rel, writer.submit(self._write_one, target, img, item, meta)))
+            self.counted += 1
+
+    def _chunks(self, loader: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
+        chunks = [self.todo[i:i + self.bs] for i in range(0, len(self.todo), self.bs)]
+        self._settle()  # the plan itself goes to disk before any output
+        nxt = loader.submit(self._load_chunk, chunks[0]) if chunks else None
         for k in range(len(chunks)):
-            if full:
+            if self.full:
                 break
-            check(cancel)
+            check(self.cancel)
             loaded = nxt.result()
-            nxt = loader.submit(load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
+            nxt = loader.submit(self._load_chunk, chunks[k + 1]) if k + 1 < len(chunks) else None
             good = []
             for item in loaded:
                 if item.reason is not None:
-                    fail(item.rel, item.reason)
+                    self._fail(item.rel, item.reason)
                 else:
                     good.append(item)
-            if progress is not None:
-                progress("batch", counted, len(rels), None)
+            self._report()
             if not good:
                 continue
-            base_count = counted
-
-            def inner(frac: float, preview, n=len(good), c=base_count) -> None:
-                if progress is not None:
-                    progress("batch", c + min(n - 1, int(frac * n)), len(rels), preview)
-
-            edited = _edit_chunk(session, req.edit, torch.stack([g.tensor for g in good]), bs, inner, cancel)
-            settle()  # chunk k-1's files, written while chunk k was computed
-            if full:
+            edited = self._edit(good)
+            self._settle()  # chunk k-1's files, written while chunk k was computed
+            if self.full:
                 break
-            planned = []
-            for item, y in zip(good, edited):
-                name = names.assign(item.rel, files[item.rel].pop("reuse", None))
-                target = out / name
-                parents = target.resolve().parents
-                if (src in parents) if req.recursive else (target.resolve().parent == src):
-                    fail(item.rel, "its output would land inside the input folder")
-                    continue
-                files[item.rel]["output"] = name
-                planned.append((item, target, tensor_to_pil(y)))
-            save_manifest()  # names are recorded before the files appear, so a resume can adopt them
-            for item, target, img in planned:
-                meta = {**meta_base, "source_image": item.rel, "source_size": list(item.size)}
-                inflight.append((item.rel, writer.submit(write_one, target, img, item, meta)))
-                counted += 1
-            if progress is not None:
-                progress("batch", counted, len(rels), edited)
-        settle()
-    except Cancelled:
-        settle()
-        summary.stopped = "cancelled"
-        _finish(summary, out, files, rels, settings, t_start)
-        raise
-    except OSError as exc:
-        if not is_disk_full(exc):
-            raise
-        full.append(exc)
-        settle()
-    finally:
-        loader.shutdown(wait=True, cancel_futures=True)
-        writer.shutdown(wait=True)
-    if full:
-        left = sum(files[r]["status"] == "pending" for r in rels)
-        summary.stopped = (f"disk full: {summary.done} files written, {left} not done; the written files are kept. "
-                           f"Free space on {out} and run again with --resume")
-        _finish(summary, out, files, rels, settings, t_start)
-        raise DiskFullError(summary.stopped, summary)
-    _finish(summary, out, files, rels, settings, t_start)
-    return summary
+            self._queue_writes(writer, good, edited)
+            self._report(edited)
+        self._settle()
 
-
-def _finish(summary: BatchSummary, out: Path, files: dict, rels: list[str], settings: dict, t_start: float) -> None:
-    summary.seconds = time.perf_counter() - t_start
-    summary.images_per_s = summary.done / summary.seconds if summary.seconds > 0 and summary.done else 0.0
-    try:
-        write_reports(out, summary, files, rels, settings)
-    except OSError as exc:
-        if not is_disk_full(exc):
+    def run(self) -> BatchSummary:
+        loader = ThreadPoolExecutor(1, thread_name_prefix="dclip-batch-read")
+        writer = ThreadPoolExecutor(1, thread_name_prefix="dclip-batch-write")
+        t_start = time.perf_counter()
+        try:
+            self._chunks(loader, writer)
+        except Cancelled:
+            self._settle()
+            self.summary.stopped = "cancelled"
+            self._finish(t_start)
             raise
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.full.append(exc)
+            self._settle()
+        finally:
+            loader.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)
+        if self.full:
+            left = sum(self.files[r]["status"] == "pending" for r in self.rels)
+            self.summary.stopped = (f"disk full: {self.summary.done} files written, {left} not done; the written "
+                                    f"files are kept. Free space on {self.out} and run again with --resume")
+            self._finish(t_start)
+            raise DiskFullError(self.summary.stopped, self.summary)
+        self._finish(t_start)
+        return self.summary
+
+    def _finish(self, t_start: float) -> None:
+        summary = self.summary
+        summary.seconds = time.perf_counter() - t_start
+        summary.images_per_s = summary.done / summary.seconds if summary.seconds > 0 and summary.done else 0.0
+        try:
+            write_reports(self.out, summary, self.files, self.rels, self.settings)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
 
 
 # --- metadata round trip ----------------------------------------------------------------------
@@ -454,8 +328,8 @@ def request_from_metadata(meta: dict) -> EditRequest:
 def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) -> Image.Image:
     """Re-run the edit an output's metadata describes on its source image (bit-for-bit on the same
     machine, precision and library)."""
-    edit = request_from_metadata(meta)
-    base_id, entries, *_ = resolve(session, edit)
+    edit = build_edit(session, request_from_metadata(meta))
+    base_id, entries = edit.base_id, edit.entries
     if meta.get("base_sha256") and session.base_sha(base_id) != meta["base_sha256"]:
         raise JobError(f"the base '{base_id}' is not the one that made this image (sha256 differs)")
     for e, a in zip(entries, meta["attributes"]):
@@ -463,13 +337,13 @@ def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) 
             raise JobError(f"attribute '{e.name}' has changed since this image was made (sha256 differs)")
     source = Path(source)
     fit, pb = meta.get("fit", "center-crop"), bool(meta.get("paste_back"))
-    item = _load_one(source.parent, source.name, session.spec(base_id).resolution, fit, pb)
+    item = load_one(source.parent, source.name, session.spec(base_id).resolution, fit, pb)
     if item.reason:
         raise JobError(f"{source.name}: {item.reason}")
-    img = tensor_to_pil(_edit_chunk(session, edit, item.tensor[None], max(1, edit.batch_size))[0])
+    img = tensor_to_pil(edit_chunk(session, edit, item.tensor[None], max(1, edit.request.batch_size))[0])
     return paste_back(item.original, img, item.box) if pb else img
 
 
-__all__ = ["BatchRequest", "BatchSummary", "DiskFullError", "run_batch", "scan_inputs", "paste_back",
+__all__ = ["BatchRequest", "BatchSummary", "BatchRun", "DiskFullError", "run_batch", "scan_inputs", "paste_back",
            "read_manifest", "request_from_metadata", "edit_from_metadata", "MANIFEST_NAME", "REPORT_JSON",
            "REPORT_CSV"]

@@ -15,16 +15,14 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from PIL import Image
 
 from ..untrusted import contained, display, loads_object, take
+from .batch_request import BatchRequest, BatchSummary
 from .errors import JobError
 from .images import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from .batch_job import BatchRequest, BatchSummary
 
 MANIFEST_NAME = ".dclip-batch.json"
 REPORT_JSON = "batch-report.json"
@@ -150,6 +148,10 @@ class OutputNames:
             cand, k = stem.with_name(f"{stem.stem} ({k}).png").as_posix(), k + 1
         self.taken[cand.casefold()] = rel
         return cand
+
+    def release(self, rel: str) -> None:
+        """`rel` failed: the names it held are free for other inputs."""
+        self.taken = {k: v for k, v in self.taken.items() if v != rel}
 
 
 def write_reports(out: Path, summary: BatchSummary, files: dict, order: list[str], settings: dict) -> None:

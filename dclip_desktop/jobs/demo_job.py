@@ -20,7 +20,7 @@ from typing import Optional
 from PIL import Image
 
 from ..core.cancel import CancelToken
-from ..core.finetune import FinetuneConfig
+from ..core.config import config_from_recipe
 from ..demo import world
 from ..demo.evaluate import grid, measure_edit, scene_overrides
 from ..zoo.registry import recipe_for
@@ -85,10 +85,10 @@ def demo_pair(session: Session, req: DemoRequest, *, progress: Optional[JobProgr
                        "scenes of it cannot be drawn; use e.g. 'red', 'circle' or 'gray background'")
     eval_seeds = range(world.HELDOUT_SEED_START + req.seed, world.HELDOUT_SEED_START + req.seed + req.n_eval)
     eval_x, eval_masks, _ = world.make_scenes(eval_seeds, **overrides)
-    tuning = recipe_for(session.spec(DEMO_BASE), source, target)
+    chosen_here = {"s_for": req.s_for, "s_gen": req.s_gen_train, "seed": req.seed}
     if req.epochs is not None:
-        tuning["epochs"] = req.epochs
-    cfg = FinetuneConfig(**tuning, s_for=req.s_for, s_gen=req.s_gen_train, seed=req.seed)
+        chosen_here["epochs"] = req.epochs
+    cfg = config_from_recipe(recipe_for(session.spec(DEMO_BASE), source, target), chosen_here)
     chosen: dict = {}
 
     def on_images(c) -> None:

@@ -3,15 +3,18 @@ the reconstruction check. Used by `dclip edit`/`dclip reconstruct`, the GUI and 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import torch
+from torch import nn
 
 from .. import __version__
 from ..core.cancel import CancelToken
-from ..core.ddim import ddim_generate
+from ..core.ddim import Denoiser, ddim_generate
+from ..core.manipulation import generate
 from ..core.metrics import mae, ssim
 from ..core.mixing import ModelDenoiser, WeightSchedule, attribute_mix, validate_degree
 from ..core.schedule import validate_steps, validate_t0
@@ -69,7 +72,7 @@ def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
 
 def parse_schedule_arg(text: Optional[str]):
     """--schedule: JSON rows '[[500,[1,0]],[0,[0.5,0.5]]]' → [(threshold, [weights…]), …] checked for
-    shape and the rules that need no attribute count (resolve checks the count), or 't0' for the
+    shape and the rules that need no attribute count (build_edit checks the count), or 't0' for the
     coarse-to-fine split. Raises only JobError, for any text."""
     if not text:
         return None
@@ -86,8 +89,49 @@ def parse_schedule_arg(text: Optional[str]):
     return [(th, list(ws)) for th, ws in sched.rows]
 
 
-def resolve(session: Session, req: EditRequest):
-    """Validate the request against the library; returns (base_id, entries, models, schedule, t0)."""
+@dataclass(frozen=True)
+class Edit:
+    """An EditRequest checked against the library: what inverts, what generates, and with which settings."""
+
+    request: EditRequest
+    base_id: str
+    entries: list  # library entries, in the request's order
+    models: list[nn.Module]  # their materialised UNets
+    schedule: WeightSchedule
+    t0: int
+
+    def denoiser(self, session: Session, compiled: bool = False) -> Denoiser:
+        """The original model and the attributes, mixed by the schedule and pulled back by the degree."""
+        unet = functools.partial(session.sampling_unet, compiled=compiled)
+        original = ModelDenoiser(unet(session.base(self.base_id)), session.autocast_dtype)
+        attrs = [ModelDenoiser(unet(m), session.autocast_dtype) for m in self.models]
+        return attribute_mix(original, attrs, self.schedule, self.request.degree)
+
+    def metadata(self, session: Session) -> dict:
+        """The settings that reproduce the edit, for PNG text chunks and `dclip info`."""
+        req = self.request
+        return {
+            "app_version": __version__,
+            "operation": "edit",
+            "base_id": self.base_id,
+            "base_sha256": session.base_sha(self.base_id),
+            "attributes": [
+                {"name": e.name, "id": e.id, "weights_sha256": e.manifest.get("weights_sha256"), "weight": w}
+                for e, (_, w) in zip(self.entries, req.attributes)
+            ],
+            "schedule": [[th, list(ws)] for th, ws in self.schedule.rows],
+            "degree": req.degree,
+            "t0": self.t0,
+            "s_for": req.s_for,
+            "s_gen": req.s_gen,
+            "precision": session.precision,
+            **req.extra,
+        }
+
+
+def build_edit(session: Session, req: EditRequest) -> Edit:
+    """Check the request against the library (every setting before any inversion, and before a batch
+    writes its manifest) and load its attributes."""
     if not req.attributes:
         raise JobError("no attribute selected")
     entries, models = [], []
@@ -111,10 +155,10 @@ def resolve(session: Session, req: EditRequest):
     used = [t for i, t in enumerate(t0s) if any(ws[i] != 0 for _, ws in sched.rows)]
     t0 = req.t0 if req.t0 is not None else max(used)
     validate_t0(t0)
-    validate_degree(req.degree)  # before any inversion, and before a batch writes its manifest
+    validate_degree(req.degree)
     validate_steps(req.s_for, "S_for")
     validate_steps(req.s_gen, "S_gen")
-    return base_id, entries, models, sched, t0
+    return Edit(req, base_id, entries, models, sched, t0)
 
 
 def edit_tensor(
@@ -126,41 +170,16 @@ def edit_tensor(
     cancel: Optional[CancelToken] = None,
 ) -> torch.Tensor:
     """Invert `x0` [N,3,H,W] with the original model (latent cache) and generate with the mix."""
-    base_id, _, models, sched, t0 = resolve(session, req)
-    original = ModelDenoiser(session.base(base_id), session.autocast_dtype)
-    attrs = [ModelDenoiser(m, session.autocast_dtype) for m in models]
-    den = attribute_mix(original, attrs, sched, req.degree)
-    latents = session.invert(
-        base_id, x0, t0, req.s_for, batch_size=req.batch_size, progress=phase(progress, "inverting"), cancel=cancel
-    )
-    out = []
-    gen_progress = phase(progress, "generating")
-    for i in range(0, len(latents), req.batch_size):
-        out.append(ddim_generate(den, latents[i : i + req.batch_size], t0, req.s_gen, progress=gen_progress,
-                                 cancel=cancel))
-    return torch.cat(out).clamp(-1, 1)
+    edit = build_edit(session, req)
+    latents = session.invert(edit.base_id, x0, edit.t0, req.s_for, batch_size=req.batch_size,
+                             progress=phase(progress, "inverting"), cancel=cancel)
+    return generate(edit.denoiser(session), latents, edit.t0, req.s_gen, batch_size=req.batch_size,
+                    progress=phase(progress, "generating"), cancel=cancel)
 
 
 def edit_metadata(session: Session, req: EditRequest) -> dict:
     """The settings that reproduce an edit, for PNG text chunks and `dclip info`."""
-    base_id, entries, _, sched, t0 = resolve(session, req)
-    return {
-        "app_version": __version__,
-        "operation": "edit",
-        "base_id": base_id,
-        "base_sha256": session.base_sha(base_id),
-        "attributes": [
-            {"name": e.name, "id": e.id, "weights_sha256": e.manifest.get("weights_sha256"), "weight": w}
-            for e, (_, w) in zip(entries, req.attributes)
-        ],
-        "schedule": [[th, list(ws)] for th, ws in sched.rows],
-        "degree": req.degree,
-        "t0": t0,
-        "s_for": req.s_for,
-        "s_gen": req.s_gen,
-        "precision": session.precision,
-        **req.extra,
-    }
+    return build_edit(session, req).metadata(session)
 
 
 def reconstruct_tensor(

@@ -1,39 +1,35 @@
-"""Which exceptions are the user's to fix (one-line message) rather than bugs (traceback)."""
+"""Which failures are the user's to fix (one line, by kind) rather than bugs (traceback): decided by type."""
 
 from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 from PIL import UnidentifiedImageError
 
-from ..untrusted import UntrustedDataError, display
+from ..errors import BadInput, Kind, OutOfMemory, UserError
+from ..untrusted import display
 
 
-class JobError(Exception):
-    """A clear, user-facing failure of a job (bad input, missing file, invalid settings)."""
+class JobError(BadInput):
+    """A job refused its input (bad file, missing file, invalid settings)."""
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from ..core.cancel import Cancelled
+# Other libraries' errors whose cause is the user's input, with the kind they are shown as. These are the
+# only foreign types classified by type; everything else foreign is a bug unless an OSError below says so.
+_FOREIGN = ((UnidentifiedImageError, Kind.BAD_INPUT), (MemoryError, Kind.OUT_OF_MEMORY))
 
-    types: list[type[BaseException]] = [JobError, ValueError, FileNotFoundError, UnidentifiedImageError, Cancelled,
-                                        UntrustedDataError]
-    try:  # the zoo's errors (unknown base, missing weights offline) are user errors too
-        from ..zoo import download, registry
 
-        # Network failures and checksum mismatches are the user's to fix (retry, repair), not bugs.
-        types += [registry.UnknownBaseError, download.MissingWeightsError, download.DownloadError]
-    except ImportError:
-        pass
-    try:
-        from ..library.errors import LibraryError
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch reports a CUDA/MPS allocation failure as its OutOfMemoryError, and a failed CPU allocation as a
+    RuntimeError from its allocator; both leave the process usable once caches are freed."""
+    import torch
 
-        types.append(LibraryError)
-    except ImportError:
-        pass
-    return tuple(types)
+    if isinstance(exc, (OutOfMemory, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
 
 
 # What the user can do about an OSError, by errno: the disk and the folder are theirs to fix.
@@ -68,8 +64,29 @@ def os_error_message(exc: BaseException) -> Optional[str]:
     return f"{where + ': ' if where else ''}{_OS_ADVICE[exc.errno]}"
 
 
+@dataclass(frozen=True)
+class Failure:
+    kind: Kind
+    message: Optional[str]  # one line for the user; None for a bug (show the traceback)
+
+
+OOM_ADVICE = ("out of memory: caches were freed; try a smaller batch size, LoRA instead of full weights, "
+              "fp16/bf16 precision, fewer images, or the CPU device")
+
+
+def classify(exc: BaseException) -> Failure:
+    """What kind of failure `exc` is and its one line, by type. The CLI and the GUI both ask here."""
+    if isinstance(exc, UserError) and not isinstance(exc, OutOfMemory):
+        return Failure(exc.kind, display(str(exc) or type(exc).__name__))
+    if is_out_of_memory(exc):
+        return Failure(Kind.OUT_OF_MEMORY, OOM_ADVICE)
+    for types, kind in _FOREIGN:
+        if isinstance(exc, types):
+            return Failure(kind, display(str(exc) or type(exc).__name__))
+    message = os_error_message(exc)
+    return Failure(Kind.BUG, None) if message is None else Failure(Kind.BAD_INPUT, message)
+
+
 def user_message(exc: BaseException) -> Optional[str]:
-    """The one-line message for a user error, or None for a bug. The CLI and the GUI both ask here."""
-    if isinstance(exc, user_error_types()):
-        return display(str(exc) or type(exc).__name__)
-    return os_error_message(exc)
+    """The one-line message for a user error, or None for a bug."""
+    return classify(exc).message

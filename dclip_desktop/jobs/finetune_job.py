@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from ..core.cancel import CancelToken
+from ..core.config import check_prompt
 from ..core.ddim import ddim_generate
 from ..core.finetune import EditLoss, FinetuneConfig, finetune, sample_from_base
 from ..core.mixing import ModelDenoiser
@@ -37,12 +38,7 @@ class FinetuneRequest:
     precompute_batch: int = 32
 
     def validate(self) -> None:
-        if not self.source.strip() or not self.target.strip():
-            raise JobError("source and target text must not be empty")
-        if self.source.strip() == self.target.strip():
-            raise JobError("source and target text are the same: there is no direction to learn")
-        if not self.name.strip():
-            raise JobError("give the attribute a name")
+        check_prompt(self.source, self.target, self.name)  # the GUI checks the same, before it submits
         if self.images is not None and not self.images:
             raise JobError("the training folder holds no images")
         if self.tensors is not None and len(self.tensors) == 0:

@@ -209,6 +209,8 @@ def _text_value(ctype: bytes, body: bytes, what: str) -> str:
         compressed = body[0] == 1
         _lang, _translated, text = body[2:].split(b"\0", 2)
         return (_inflate(text, what) if compressed else text).decode("utf-8")
+    except MetadataError:
+        raise
     except (IndexError, ValueError):
         raise MetadataError(f"{what}: the settings text is damaged") from None
 

@@ -6,7 +6,6 @@ Nothing here imports Qt.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -25,9 +24,7 @@ class Session:
     def __init__(self, settings: Optional[Settings] = None) -> None:
         from ..zoo.device import pick_device, pick_precision
 
-        self.settings = settings or Settings.load()
-        if self.settings.offline:
-            os.environ["DCLIP_OFFLINE"] = "1"
+        self.settings = settings or Settings.load()  # offline mode is passed to each load, never put in os.environ
         self.device = pick_device(self.settings.device)
         self.autocast_dtype = pick_precision(self.settings.precision, self.device)
         self._bases: dict[str, nn.Module] = {}
@@ -53,7 +50,7 @@ class Session:
         if base_id not in self._bases:
             from ..zoo.loading import load_base
 
-            model = load_base(base_id, self.device, progress=progress)
+            model = load_base(base_id, self.device, offline=self.settings.offline, progress=progress)
             if self.settings.channels_last(self.device.type):  # attribute models, fine-tunes: copies inherit it
                 model = model.to(memory_format=torch.channels_last)
             self._bases[base_id] = model.eval().requires_grad_(False)
@@ -74,14 +71,14 @@ class Session:
         if name not in self._clips:
             from ..zoo.loading import load_clip
 
-            self._clips[name] = load_clip(name, self.device)
+            self._clips[name] = load_clip(name, self.device, offline=self.settings.offline)
         return self._clips[name]
 
     def face(self):
         if "face" not in self._clips:
             from ..zoo.loading import load_face
 
-            self._clips["face"] = load_face(self.device)
+            self._clips["face"] = load_face(self.device, offline=self.settings.offline)
         return self._clips["face"]
 
     # --- library ------------------------------------------------------------------------------
@@ -128,6 +125,16 @@ class Session:
         return self._compiled[model]
 
     # --- inversion with the latent cache ------------------------------------------------------
+    def _latent_keys(self, base_id: str, x0: torch.Tensor, t0: int, s_for: int) -> list:
+        from ..library.cache import LatentKey
+
+        return [LatentKey(self.base_sha(base_id), image_sha256(x), t0, s_for, self.precision) for x in x0]
+
+    def cached_latents(self, base_id: str, x0: torch.Tensor, t0: int, s_for: int) -> list[Optional[torch.Tensor]]:
+        """The cache's x_t0 for each image (None where it has none), for a caller that plans by it; pass
+        the list back to `invert(known=...)` so the cache is read once."""
+        return self.cache.get_many(self._latent_keys(base_id, x0, t0, s_for))
+
     def invert(
         self,
         base_id: str,
@@ -136,29 +143,35 @@ class Session:
         s_for: int,
         *,
         batch_size: int = 32,
+        known: Optional[list[Optional[torch.Tensor]]] = None,
+        whole: bool = False,
         progress: Optional[Progress] = None,
         cancel: Optional[CancelToken] = None,
         use_cache: bool = True,
         compiled: bool = False,
     ) -> torch.Tensor:
         """x_t0 for each image, inverting only those the latent cache does not hold (paper §3.1:
-        latents are recycled across attributes)."""
-        from ..library.cache import LatentKey
-
+        latents are recycled across attributes). `whole`: when any is missing, invert every image in one
+        batch, so a compiled UNet sees one shape."""
         x0 = x0.to(self.device)
-        keys = [LatentKey(self.base_sha(base_id), image_sha256(x), t0, s_for, self.precision) for x in x0]
-        found = self.cache.get_many(keys) if use_cache else [None] * len(keys)
+        keys = self._latent_keys(base_id, x0, t0, s_for)
+        if known is not None:
+            found = list(known)
+        else:
+            found = self.cache.get_many(keys) if use_cache else [None] * len(keys)
         missing = [i for i, z in enumerate(found) if z is None]
         if missing:
+            run = list(range(len(found))) if whole else missing
             den = ModelDenoiser(self.sampling_unet(self.base(base_id), compiled), self.autocast_dtype)
             latents = precompute_latents(
-                den, x0[missing], t0, s_for, batch_size=batch_size, autocast_dtype=self.autocast_dtype,
+                den, x0[run], t0, s_for, batch_size=batch_size, autocast_dtype=self.autocast_dtype,
                 progress=progress, cancel=cancel,
             )
             self.inversion_calls += den.calls
-            if use_cache:
-                self.cache.put_many([keys[i] for i in missing], [z.cpu() for z in latents])
-            for j, i in enumerate(missing):
-                found[i] = latents[j]
+            by_index = dict(zip(run, latents))
+            if use_cache:  # a padded batch repeats its last image: store each key once
+                first = {keys[i]: i for i in reversed(missing)}
+                self.cache.put_many(list(first), [by_index[i].cpu() for i in first.values()])
+            found = [by_index.get(i, z) for i, z in enumerate(found)]
         return torch.stack([z.to(self.device) for z in found])
 

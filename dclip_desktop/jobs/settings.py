@@ -37,6 +37,11 @@ def config_dir() -> Path:
     return Path(os.environ.get("DCLIP_CONFIG_DIR") or platformdirs.user_config_dir(APP))
 
 
+def log_dir() -> Path:
+    """Where the tracebacks of internal errors are kept."""
+    return Path(os.environ.get("DCLIP_LOG_DIR") or platformdirs.user_log_dir(APP))
+
+
 @dataclass
 class Settings:
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps

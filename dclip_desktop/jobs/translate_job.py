@@ -9,9 +9,10 @@ import torch
 
 from .. import __version__
 from ..core.cancel import CancelToken
-from ..core.mixing import ModelDenoiser, attribute_mix
+from ..core.mixing import ModelDenoiser
 from ..core.translate import translate
-from .edit_job import EditRequest, resolve
+from .edit_job import EditRequest, build_edit
+from .errors import JobError
 from .progress import JobProgress, phase
 from .session import Session
 
@@ -35,14 +36,12 @@ def translate_tensor(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_src [1,3,S,S] (or one image per seed) → (projected, edited) candidates, one per seed."""
     if not req.seeds:
-        raise ValueError("ask for at least one seed")
-    base_id, _, models, sched, t0 = resolve(session, req.edit)
-    project_t0 = _project_t0(session, req, base_id)
-    original = ModelDenoiser(session.base(base_id), session.autocast_dtype)
-    target = attribute_mix(original, [ModelDenoiser(m, session.autocast_dtype) for m in models], sched,
-                           req.edit.degree)
+        raise JobError("ask for at least one seed")
+    edit = build_edit(session, req.edit)
+    project_t0 = _project_t0(session, req, edit.base_id)
+    original = ModelDenoiser(session.base(edit.base_id), session.autocast_dtype)
     return translate(
-        original, target, x_src.to(session.device), req.seeds, edit_t0=t0, s_for=req.edit.s_for,
+        original, edit.denoiser(session), x_src.to(session.device), req.seeds, edit_t0=edit.t0, s_for=req.edit.s_for,
         s_gen=req.edit.s_gen, project_t0=project_t0, rounds=req.rounds, project_steps=req.project_steps,
         progress=phase(progress, "translating"), cancel=cancel,
     )
@@ -53,10 +52,8 @@ def _project_t0(session: Session, req: TranslateRequest, base_id: str) -> int:
 
 
 def translate_metadata(session: Session, req: TranslateRequest, seed: int) -> dict:
-    from .edit_job import edit_metadata
-
-    meta = edit_metadata(session, req.edit)
-    base_id = resolve(session, req.edit)[0]
-    meta.update(operation="translate", seed=seed, rounds=req.rounds, project_t0=_project_t0(session, req, base_id),
+    edit = build_edit(session, req.edit)
+    meta = edit.metadata(session)
+    meta.update(operation="translate", seed=seed, rounds=req.rounds, project_t0=_project_t0(session, req, edit.base_id),
                 project_steps=req.project_steps, app_version=__version__)
     return meta

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import UserError
+
 
 def first_line(exc: BaseException | str) -> str:
     """The first line of a third-party exception's message (zipfile, torch, safetensors write
@@ -10,7 +12,7 @@ def first_line(exc: BaseException | str) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-class LibraryError(Exception):
+class LibraryError(UserError):
     """Unknown or ambiguous name, name collision, unreadable import file, busy library, ..."""
 
 

@@ -1,9 +1,9 @@
 """Import of the official DiffusionCLIP fine-tuned checkpoints (`human_pixar_t601.pth`, ...).
 
-Those files hold a whole fine-tuned UNet (≈455 MB) as a pickled state dict. They are read with
-`torch.load(weights_only=True)`, which refuses any pickle that would build arbitrary objects or run
-code; the weights are converted to this app's UNet layout when needed and stored as a compact fp16
-delta against the matching base model.
+Those files hold a whole fine-tuned UNet (≈455 MB) as a pickled state dict. `core.checkpoint` reads
+them (with `torch.load(weights_only=True)`, which refuses any pickle that would build arbitrary objects
+or run code) and unwraps them; the weights are converted to this app's UNet layout when needed and
+stored as a compact fp16 delta against the matching base model.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..core import checkpoint, convert
 from .errors import LibraryError, first_line
+from .names import received_text
 
 # First word of the official file names → (base id, source text).
 BASE_GUESSES = {
@@ -29,13 +31,6 @@ BASE_GUESSES = {
     "afhq": ("afhq-dog", "dog"),
 }
 _NAME_RE = re.compile(r"^(?P<name>.+?)[_-]t(?P<t0>\d{1,3})$", re.IGNORECASE)
-_WRAPPERS = ("state_dict", "model", "ema", "module", "net")
-# How torch.save files begin: a zip archive (torch ≥ 1.6) or a pickle (protocol 2+ starts with PROTO).
-_MAGICS = (b"PK\x03\x04", b"\x80")
-# What the weights-only unpickler says when a pickle names a callable or class it will not run or
-# build; any other unpickling failure is a file that is no pickle at all.
-_CODE_MARKERS = ("Unsupported global", "unsupported GLOBAL", "reduce for unrecognized function",
-                 "Can only create new object", "Can only build")
 
 
 def parse_official_name(filename: str) -> dict:
@@ -53,45 +48,10 @@ def parse_official_name(filename: str) -> dict:
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    with open(path, "rb") as fh:  # OSError (permissions) names the file: the user's to fix
-        head = fh.read(4)
-    if not head:
-        raise LibraryError(f"{path.name} is empty (0 bytes), not a PyTorch checkpoint")
-    if not head.startswith(_MAGICS):
-        raise LibraryError(f"{path.name} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc)
-        if any(marker in text for marker in _CODE_MARKERS):
-            raise LibraryError(
-                f"{path.name} is not a plain weights checkpoint: loading it would build arbitrary Python objects "
-                "or run code, which dclip refuses. Only import files from sources you trust, saved as state dicts."
-            ) from None
-        detail = text.split("WeightsUnpickler error:")[-1]  # torch's own advice before it does not apply
-        raise LibraryError(f"{path.name} is not a PyTorch checkpoint dclip can read (truncated or corrupt? "
-                           f"{first_line(detail) if detail.strip() else type(exc).__name__})") from None
-    for _ in range(2):  # {'state_dict': {...}} or {'model': {...}} wrappers
-        if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = [obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)]
-            if len(inner) == 1:
-                obj = inner[0]
-    if isinstance(obj, dict) and not obj:
-        raise LibraryError(f"{path.name} holds no weights (an empty state dict)")
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):
-        raise LibraryError(f"{path.name} does not hold a model state dict")
-    out = {}
-    for key, value in obj.items():
-        while key.startswith("module."):  # saved from DataParallel
-            key = key[len("module."):]
-        out[key] = value
-    return out
-
-
-def is_original_layout(state: dict) -> bool:
-    """The original DDPM code's key names ('temb.dense.0.weight', 'down.0.block.0...')."""
-    return any(k.startswith("temb.dense.") for k in state) or any(k.startswith("down.0.block.") for k in state)
+        return checkpoint.read_state_dict(path)
+    except checkpoint.CheckpointError as exc:  # its message names the file already
+        raise LibraryError(str(exc)) from None
 
 
 def to_base_layout(state: dict[str, torch.Tensor], base_model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
@@ -100,11 +60,9 @@ def to_base_layout(state: dict[str, torch.Tensor], base_model: nn.Module, path: 
     names = {n for n, _ in base_model.named_parameters()}
     if names <= state.keys():
         return state
-    if not is_original_layout(state):
+    if not convert.is_original_layout(state):
         raise LibraryError(f"{path.name}: unrecognised checkpoint layout (its keys match neither the base "
                            "model nor the original DDPM code)")
-    from ..core import convert
-
     try:
         return convert.convert_original_state_dict(state)
     except (KeyError, IndexError, ValueError, RuntimeError) as exc:  # a partial or odd original layout
@@ -115,8 +73,6 @@ def to_base_layout(state: dict[str, torch.Tensor], base_model: nn.Module, path: 
 def import_official_pth(path, lib, base_id: Optional[str] = None, base_model: Optional[nn.Module] = None,
                         name: Optional[str] = None, base_sha256: Optional[str] = None):
     """Import an official fine-tuned .pth into `lib` as a full fp16 delta; returns the new entry."""
-    from .store import received_text
-
     path = Path(path)
     guess = parse_official_name(path.name)
     # The file name is not something the user typed: control or bidi characters in it are kept as escapes.

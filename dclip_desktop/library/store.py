@@ -27,59 +27,20 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..untrusted import check_text, contained, display
+from ..untrusted import contained
 from . import manifest as mf
 from . import weights as wf
 from .atomic import TMP_PREFIX, LibraryLock, atomic_write_text, fsync_dir, write_bytes
+from .entry import DELETED_NAME, AttributeEntry, dir_size, read_entry
 from .errors import DamagedEntryError, LibraryError, folder_is_a_file
+from .names import check_name, resolve
 from .paths import library_dir
+from .sharing import base_installed, check_import, read_for_import
 
-DELETED_NAME = "deleted.json"
+# What other modules import from here; the pieces live in entry, names and sharing.
+__all__ = ["AttributeEntry", "GcReport", "Library", "base_installed", "check_name"]
+
 _ID_RE = re.compile(r"[0-9a-f]{8,32}")  # fullmatch only: "$" would let a trailing newline through
-_MAX_NAME = 120
-# In-process cache of weight-file hashes by (path, size, mtime): list() stays fast with many entries.
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-@dataclass
-class AttributeEntry:
-    id: str
-    name: str
-    path: Path
-    manifest: dict = field(repr=False)
-    damaged: Optional[str] = None  # the reason, or None for a usable entry
-    size_bytes: int = 0
-    created: Optional[str] = None  # ISO 8601 UTC
-    deleted_at: Optional[float] = None  # Unix time, for entries in the trash
-
-    @property
-    def base_id(self) -> Optional[str]:
-        return self.manifest.get("base_id")
-
-    @property
-    def t0(self) -> Optional[int]:
-        return self.manifest.get("t0")
-
-    @property
-    def source(self) -> Optional[str]:
-        return self.manifest.get("source")
-
-    @property
-    def target(self) -> Optional[str]:
-        return self.manifest.get("target")
-
-    @property
-    def kind(self) -> Optional[str]:
-        return self.manifest.get("kind")
-
-    @property
-    def weights_path(self) -> Path:
-        return self.path / mf.WEIGHTS_NAME
-
-    def thumbnail(self, which: str) -> Optional[Path]:
-        """Path of the 'before' or 'after' PNG, or None."""
-        p = self.path / f"{which}.png"
-        return p if p.is_file() else None
 
 
 @dataclass
@@ -89,61 +50,6 @@ class GcReport:
 
     def __str__(self) -> str:
         return f"removed {len(self.removed)} item(s), freed {self.freed_bytes / 1e6:.1f} MB"
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        try:
-            if p.is_file():
-                total += p.stat().st_size
-        except OSError:
-            pass
-    return total
-
-
-def check_name(name: str) -> str:
-    """A name the user is giving (save, rename, restore --as, import --name): refused, not repaired,
-    when it is empty, too long or holds control or bidi characters (an ESC sequence or U+202E would
-    rewrite what `library list` shows); the user can type another."""
-    if not isinstance(name, str) or not name.strip():
-        raise LibraryError("an attribute name must not be empty")
-    name = name.strip()
-    if len(name) > _MAX_NAME:
-        raise LibraryError(f"an attribute name must be at most {_MAX_NAME} characters")
-    return check_text(name, "an attribute name", error=LibraryError)
-
-
-def received_text(text):
-    """A name or text that came in a file (a .dclip manifest, a .pth file name): the user did not
-    type it and cannot fix it before the import, so control and bidi characters are kept visible as
-    escapes (U+202E becomes the six characters "\\u202e") instead of refusing the whole file, the
-    way a file manager shows such a name. The result passes check_name."""
-    return display(text) if isinstance(text, str) else text
-
-
-def _resolve(entries: list[AttributeEntry], key: str) -> Optional[AttributeEntry]:
-    """Exact id, then exact name (case-insensitive), then a unique id prefix of ≥ 4 characters.
-
-    Ids come first: an id is what scripts and error messages use, and a shared file must not be able
-    to take over an entry by naming itself after that entry's id."""
-    folded = key.strip().casefold()
-    by_id = [e for e in entries if e.id == key.strip().lower()]
-    if by_id:
-        return by_id[0]
-    by_name = [e for e in entries if e.name.casefold() == folded]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
-        ids = ", ".join(e.id for e in by_name)
-        raise LibraryError(f"'{key}' names several attributes ({ids}); use an id")
-    if len(folded) >= 4:
-        by_prefix = [e for e in entries if e.id.startswith(folded)]
-        if len(by_prefix) == 1:
-            return by_prefix[0]
-        if len(by_prefix) > 1:
-            raise LibraryError(f"id prefix '{key}' is ambiguous ({', '.join(e.id for e in by_prefix)})")
-    return None
 
 
 class Library:
@@ -164,66 +70,10 @@ class Library:
     def _load_entry(self, path: Path, check_sha: bool = True, fresh: bool = False) -> Optional[AttributeEntry]:
         """The entry in folder `path`, damaged or not; None when the folder is gone (a concurrent
         `rm` or restore moved it: the entry is not damaged, it is elsewhere)."""
-        entry = self._read_entry(path, check_sha, fresh)
+        entry = read_entry(path, check_sha, fresh)
         if entry.damaged and not path.is_dir():
             return None
         return entry
-
-    def _read_entry(self, path: Path, check_sha: bool, fresh: bool) -> AttributeEntry:
-        entry = AttributeEntry(id=path.name, name=path.name, path=path, manifest={})
-        try:
-            entry.size_bytes = _dir_size(path)
-        except OSError:
-            pass
-        deleted = path / DELETED_NAME
-        if deleted.is_file():
-            try:
-                entry.deleted_at = float(json.loads(deleted.read_text())["deleted_at"])
-            except (OSError, ValueError, KeyError, TypeError, RecursionError):
-                try:
-                    entry.deleted_at = deleted.stat().st_mtime
-                except OSError:
-                    entry.deleted_at = None
-        try:
-            data = mf.read(path / mf.MANIFEST_NAME)
-        except mf.ManifestError as exc:
-            entry.damaged = str(exc)
-            return entry
-        data["id"] = path.name  # the folder is the identity, even if someone copied a folder by hand
-        entry.manifest, entry.name, entry.created = data, data["name"], data.get("created")
-        entry.damaged = self._check_weights(entry, check_sha, fresh)
-        return entry
-
-    @staticmethod
-    def _check_weights(entry: AttributeEntry, check_sha: bool, fresh: bool) -> Optional[str]:
-        wpath = entry.weights_path
-        try:
-            st = wpath.stat()
-        except FileNotFoundError:
-            return "weights.safetensors is missing"
-        except OSError as exc:
-            return f"weights.safetensors cannot be read ({exc.strerror or exc})"
-        expected = entry.manifest["weights_bytes"]
-        if st.st_size < expected:
-            return f"weights.safetensors is truncated ({st.st_size} of {expected} bytes)"
-        if st.st_size > expected:
-            return f"weights.safetensors is {st.st_size} bytes, the manifest says {expected}"
-        try:
-            wf.check_header(wpath)
-        except (ValueError, OSError) as exc:
-            return str(exc)
-        if not check_sha:
-            return None
-        key = (str(wpath), st.st_size, st.st_mtime_ns)
-        sha = None if fresh else _SHA_CACHE.get(key)
-        if sha is None:
-            try:
-                sha = _SHA_CACHE[key] = wf.sha256_file(wpath)
-            except OSError as exc:
-                return f"weights.safetensors cannot be read ({exc.strerror or exc})"
-        if sha != entry.manifest["weights_sha256"]:
-            return "weights.safetensors does not match its sha256 in the manifest (modified or corrupted)"
-        return None
 
     def _scan(self, folder: Path, check_sha: bool = True, fresh: bool = False) -> list[AttributeEntry]:
         try:
@@ -261,7 +111,7 @@ class Library:
 
     def find(self, name_or_id: str) -> Optional[AttributeEntry]:
         """The entry (possibly damaged) by name or id, or None."""
-        entry = _resolve(self._scan(self.attributes_dir, check_sha=False), name_or_id)
+        entry = resolve(self._scan(self.attributes_dir, check_sha=False), name_or_id)
         return None if entry is None else self._load_entry(entry.path)
 
     def get(self, name_or_id: str) -> AttributeEntry:
@@ -420,7 +270,7 @@ class Library:
             return self._load_entry(entry.path)
 
     def _find_live(self, name_or_id: str) -> AttributeEntry:
-        entry = _resolve(self._scan(self.attributes_dir, check_sha=False), name_or_id)
+        entry = resolve(self._scan(self.attributes_dir, check_sha=False), name_or_id)
         if entry is None:
             raise _no_such(name_or_id)
         return entry
@@ -440,7 +290,7 @@ class Library:
 
     def restore(self, name_or_id: str, new_name: Optional[str] = None) -> AttributeEntry:
         with self._lock:
-            entry = _resolve(self.trash(), name_or_id)
+            entry = resolve(self.trash(), name_or_id)
             if entry is None:
                 raise LibraryError(f"no attribute named '{name_or_id}' in the trash")
             name = check_name(new_name) if new_name else entry.name
@@ -483,7 +333,7 @@ class Library:
                     continue
                 for p in folder.iterdir():
                     if p.name.startswith(TMP_PREFIX):
-                        size = _dir_size(p) if p.is_dir() else p.stat().st_size
+                        size = dir_size(p) if p.is_dir() else p.stat().st_size
                         shutil.rmtree(p) if p.is_dir() else p.unlink()
                     elif folder is not self.root and p.is_dir() and not any(p.iterdir()):
                         size = 0
@@ -525,22 +375,13 @@ class Library:
             from .pth_import import import_official_pth
 
             return import_official_pth(path, self, base_id=base_id, base_model=base_model, name=name)
-        from .bundle import read_bundle
-
-        manifest, files = read_bundle(path)
-        given = name
-        name = check_name(name) if name else check_name(received_text(manifest["name"]))
-        for key in ("source", "target"):
-            if key in manifest:
-                manifest[key] = received_text(manifest[key])
-        manifest["name"] = name
-        manifest.setdefault("imported", {"from": path.name, "at": mf.utc_now_iso()})
-        self.check_import(path, manifest["kind"], files[mf.WEIGHTS_NAME], manifest["base_id"], base_model)
+        manifest, files = read_for_import(path, name)
+        check_import(path, manifest["kind"], files[mf.WEIGHTS_NAME], manifest["base_id"], base_model)
         with self._lock:
             try:
-                self._check_free(name)
+                self._check_free(manifest["name"])
             except LibraryError as exc:
-                if given:
+                if name:
                     raise
                 raise LibraryError(f"{path.name}: {exc} (import with --name NEW_NAME)") from None
             entry_id = manifest["id"]
@@ -551,44 +392,8 @@ class Library:
 
     def check_import(self, path: Path, kind: str, weights, base_id: str,
                      base_model: Optional[nn.Module] = None) -> None:
-        """Refuse weights about to be imported from `path` (bytes as stored, or decoded tensors) with
-        one line naming the file and the problem; see import_file."""
-        name = Path(path).name
-        try:
-            if isinstance(weights, (bytes, bytearray)):
-                weights = wf.decode(weights, kind)
-            else:
-                wf.check_finite(weights)
-        except LibraryError as exc:
-            raise LibraryError(f"{name}: {exc}; the file is not imported") from None
-        model = base_model if base_model is not None else _installed_base(base_id)
-        if model is None:
-            return
-        try:
-            wf.check_fit(kind, weights, dict(model.named_parameters()))
-        except LibraryError as exc:
-            raise LibraryError(f"{name} does not fit base '{base_id}': {exc}; the file is not imported") from None
-
-
-def base_installed(base_id: Optional[str]) -> bool:
-    """Whether an import for `base_id` checks names and shapes now (the base is installed) or only
-    at first use."""
-    from ..zoo import download, registry
-
-    try:
-        return download.is_installed(registry.get_base(base_id))
-    except registry.UnknownBaseError:
-        return False
-
-
-def _installed_base(base_id: Optional[str]) -> Optional[nn.Module]:
-    """The base model to check an import against, or None when it is unknown or not installed
-    (nothing is downloaded for an import)."""
-    if not base_installed(base_id):
-        return None
-    from ..zoo.loading import load_base
-
-    return load_base(base_id, "cpu", offline=True)
+        """See sharing.check_import (the .pth import calls it through the library it imports into)."""
+        check_import(path, kind, weights, base_id, base_model)
 
 
 def _no_such(name_or_id: str) -> LibraryError:

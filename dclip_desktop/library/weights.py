@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..errors import BadInput
 from .errors import LibraryError, first_line
 
 FORMAT = "dclip-attribute-1"
@@ -200,17 +201,17 @@ def check_header(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise ValueError(f"weight file is truncated ({size} bytes, no header)")
+            raise BadInput(f"weight file is truncated ({size} bytes, no header)")
         (n,) = struct.unpack("<Q", head)
         if n > _MAX_HEADER or 8 + n > size:
-            raise ValueError(f"weight file is truncated or not safetensors (header of {n} bytes, file {size} bytes)")
+            raise BadInput(f"weight file is truncated or not safetensors (header of {n} bytes, file {size} bytes)")
         raw = fh.read(n)
     try:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ValueError("weight file header is not valid JSON (not a safetensors file?)") from None
+        raise BadInput("weight file header is not valid JSON (not a safetensors file?)") from None
     if not isinstance(header, dict):
-        raise ValueError("weight file header is not a JSON object")
+        raise BadInput("weight file header is not a JSON object")
     end = 0
     for key, info in header.items():
         if key == "__metadata__":
@@ -218,12 +219,12 @@ def check_header(path: Path) -> None:
         try:
             start, stop = (int(v) for v in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"weight file header entry '{key}' is malformed") from None
+            raise BadInput(f"weight file header entry '{key}' is malformed") from None
         if not 0 <= start <= stop:
-            raise ValueError(f"weight file header entry '{key}' has bad offsets")
+            raise BadInput(f"weight file header entry '{key}' has bad offsets")
         end = max(end, stop)
     data_len = size - 8 - n
     if end > data_len:
-        raise ValueError(f"weight file is truncated ({data_len} data bytes, header needs {end})")
+        raise BadInput(f"weight file is truncated ({data_len} data bytes, header needs {end})")
     if end < data_len:
-        raise ValueError(f"weight file has {data_len - end} unexpected trailing bytes")
+        raise BadInput(f"weight file has {data_len - end} unexpected trailing bytes")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.adm import ClassConditioned
-from ..core.adm_convert import KNOWN_CONFIGS, load_adm_checkpoint
+from ..core.adm_checkpoint import KNOWN_CONFIGS, load_adm_checkpoint
 from . import loading
 
 

@@ -7,8 +7,10 @@ from typing import Optional, Union
 
 import torch
 
+from ..errors import BadInput
 
-class DeviceUnavailableError(ValueError):
+
+class DeviceUnavailableError(BadInput):
     """The requested device does not exist on this machine."""
 
 
@@ -88,12 +90,12 @@ def pick_precision(
             return torch.bfloat16
         return None
     if pref not in _PRECISIONS:
-        raise ValueError(f"unknown precision '{pref}'; use auto, fp32, bf16 or fp16")
+        raise BadInput(f"unknown precision '{pref}'; use auto, fp32, bf16 or fp16")
     dtype = _PRECISIONS[pref]
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"bf16 requested but {describe(device)} does not support it; use fp16 or fp32")
+        raise BadInput(f"bf16 requested but {describe(device)} does not support it; use fp16 or fp32")
     if dtype is torch.float16 and device.type == "cpu":
-        raise ValueError("fp16 autocast is not supported on the CPU; use bf16 or fp32")
+        raise BadInput("fp16 autocast is not supported on the CPU; use bf16 or fp32")
     return dtype
 
 

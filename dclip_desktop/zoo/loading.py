@@ -14,6 +14,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from . import download, registry
 from .registry import BaseSpec
 
@@ -29,7 +30,7 @@ def _weights_file(spec) -> registry.FileSpec:
     for f in spec.files:
         if f.weights:
             return f
-    raise ValueError(f"'{spec.id}' lists no weights file")
+    raise BadInput(f"'{spec.id}' lists no weights file")
 
 
 def _checked_weights(spec, offline: Optional[bool], progress) -> Path:
@@ -95,15 +96,15 @@ def load_base(
             low_cpu_mem_usage=False,  # no `accelerate` (not a dependency): say so instead of being warned
         )
     elif spec.arch == "adm":
-        from ..core.adm_convert import KNOWN_CONFIGS, load_adm_checkpoint
+        from ..core.adm_checkpoint import KNOWN_CONFIGS, load_adm_checkpoint
 
         name = spec.config.get("adm_config")
         if name not in KNOWN_CONFIGS:
-            raise ValueError(f"ADM base '{spec.id}' needs config['adm_config'] in {sorted(KNOWN_CONFIGS)}")
+            raise BadInput(f"ADM base '{spec.id}' needs config['adm_config'] in {sorted(KNOWN_CONFIGS)}")
         weights = _checked_weights(spec, offline, progress)
         model = load_adm_checkpoint(weights, KNOWN_CONFIGS[name], device="cpu", dtype=None)
     else:
-        raise ValueError(f"base '{spec.id}': unsupported arch '{spec.arch}'")
+        raise BadInput(f"base '{spec.id}': unsupported arch '{spec.arch}'")
     model = model.to(device)
     if next(model.parameters()).dtype != (dtype or torch.float32):  # ADM modules have no .dtype
         model = model.to(dtype or torch.float32)
@@ -159,11 +160,11 @@ def build_base_from_config(spec_or_id, seed: int = 0) -> nn.Module:
             model = UNet2DModel(**base_config(spec))
         elif spec.arch == "adm":
             from ..core.adm import ADMUNet
-            from ..core.adm_convert import KNOWN_CONFIGS
+            from ..core.adm_checkpoint import KNOWN_CONFIGS
 
             model = ADMUNet(KNOWN_CONFIGS[spec.config["adm_config"]])
         else:
-            raise ValueError(f"base '{spec.id}': unsupported arch '{spec.arch}'")
+            raise BadInput(f"base '{spec.id}': unsupported arch '{spec.arch}'")
     return model.eval()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..errors import BadInput
+
 DDPM_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
 
 
@@ -16,7 +18,7 @@ DDPM_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02
 DEFAULT_T0 = 400
 
 
-class UnknownBaseError(KeyError, ValueError):
+class UnknownBaseError(KeyError, BadInput):
     """An id that names no registered model; the message lists the valid ones."""
 
     def __str__(self) -> str:  # KeyError would print the repr of its argument

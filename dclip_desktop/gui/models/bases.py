@@ -1,10 +1,11 @@
-"""Which diffusion bases the app can offer (the zoo's registry), with a fallback to the demo base."""
+"""Which diffusion bases the app can offer: the zoo's registry, each with whether its weights are installed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEMO_BASE = "demo-shapes"
+from ...zoo.download import is_installed
+from ...zoo.registry import BaseSpec, get_base, list_bases
 
 
 @dataclass
@@ -17,52 +18,20 @@ class BaseInfo:
     presets: list = field(default_factory=list)  # zoo Preset(name, source, target, t0, domain)
 
 
-def _registry():
-    from ...zoo import registry
-
-    return registry
-
-
-def _installed(spec) -> bool:
+def _installed(spec: BaseSpec) -> bool:
     try:
-        from ...zoo import download
-    except ImportError:
-        return bool(getattr(spec, "is_demo", False))
-    for name in ("is_installed", "installed"):
-        fn = getattr(download, name, None)
-        if callable(fn):
-            try:
-                return bool(fn(spec.id))
-            except Exception:  # noqa: BLE001 - a broken cache must not hide the list
-                return False
-    return bool(getattr(spec, "is_demo", False))
+        return is_installed(spec)
+    except OSError:  # an unreadable cache folder must not hide the list: its bases are not usable
+        return False
 
 
-def _info(spec) -> BaseInfo:
-    return BaseInfo(spec.id, getattr(spec, "title", spec.id), int(getattr(spec, "resolution", 256)),
-                    bool(getattr(spec, "is_demo", False)), _installed(spec), list(getattr(spec, "presets", [])))
+def _info(spec: BaseSpec) -> BaseInfo:
+    return BaseInfo(spec.id, spec.title, int(spec.resolution), spec.is_demo, _installed(spec), list(spec.presets))
 
 
 def all_bases() -> list[BaseInfo]:
     """Every base the zoo knows, installed or not (the demo first)."""
-    try:
-        reg = _registry()
-    except ImportError:
-        return [BaseInfo(DEMO_BASE, "Demo shapes (32×32)", 32, True, True)]
-    specs = None
-    for name in ("list_bases", "all_bases", "bases"):
-        obj = getattr(reg, name, None)
-        if callable(obj):
-            specs = list(obj())
-            break
-        if isinstance(obj, dict):
-            specs = list(obj.values())
-            break
-    if specs is None:
-        specs = [reg.get_base(DEMO_BASE)]
-    infos = [_info(s) for s in specs]
-    infos.sort(key=lambda b: (not b.is_demo, b.title))
-    return infos
+    return sorted((_info(s) for s in list_bases()), key=lambda b: (not b.is_demo, b.title))
 
 
 def usable_bases() -> list[BaseInfo]:
@@ -71,7 +40,4 @@ def usable_bases() -> list[BaseInfo]:
 
 
 def base_info(base_id: str) -> BaseInfo:
-    try:
-        return _info(_registry().get_base(base_id))
-    except ImportError:
-        return BaseInfo(DEMO_BASE, "Demo shapes (32×32)", 32, True, True)
+    return _info(get_base(base_id))

@@ -6,78 +6,72 @@ as the user picks a base or a preset or types the text pair, except those the us
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
-from ...zoo.registry import RECIPE_KEYS as RECIPE_FIELDS  # pure data: cheap on the GUI thread
+from ...core.config import FinetuneConfig, check_prompt, config_from_recipe  # pure Python: cheap on the GUI thread
+from ...errors import BadInput
+from ...zoo.registry import RECIPE_KEYS as RECIPE_FIELDS  # pure data, as cheap
+
+PROMPT_FIELDS = ("base_id", "source", "target", "name", "images_dir", "sample_count")
+CONFIG_FIELDS = tuple(f.name for f in fields(FinetuneConfig))
 
 
 @dataclass
 class FinetuneParams:
-    # Defaults are FinetuneConfig's (a test holds them equal); they fill what a recipe leaves out.
+    """What the Fine-tune button submits: the prompt and its training images, and the engine's own
+    FinetuneConfig (its defaults fill what a recipe leaves out)."""
+
     base_id: str = "demo-shapes"
     source: str = ""
     target: str = ""
     name: str = ""
-    t0: int = 400
-    s_for: int = 40
-    s_gen: int = 6
-    lambda_l1: float = 0.3
-    lambda_face: float = 0.0
-    clip_loss_form: str = "neglog"
-    lr: Optional[float] = None  # None: auto
-    lr_schedule: str = "constant"
-    epochs: int = 1
-    mode: str = "efficient"
-    lora_rank: Optional[int] = 8  # None: full weights
-    batch_size: int = 8
-    seed: int = 0
     images_dir: Optional[str] = None  # None: sample from the base
     sample_count: int = 24
+    config: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self) -> None:
+        # A copy of its own: tasks.make_finetune copies the params with dataclasses.replace when it
+        # submits, and the job must not see the settings the user changes while it runs.
+        self.config = replace(self.config)
 
     def validate(self) -> Optional[str]:
-        if not self.source.strip() or not self.target.strip():
-            return "Enter the source and target text."
-        if self.source.strip() == self.target.strip():
-            return "Source and target are the same: there is no direction to learn."
-        if not self.name.strip():
-            return "Give the attribute a name."
+        """The reason the engine would refuse these settings, as the text the GUI shows, or None."""
+        try:
+            check_prompt(self.source, self.target, self.name)
+            self.config.validate()
+        except BadInput as exc:
+            return str(exc)
         return None
 
     def to_request(self):
         """The engine's FinetuneRequest (imports the engine: call on the worker thread)."""
-        from ...core.finetune import FinetuneConfig
         from ...jobs.finetune_job import FinetuneRequest
         from ...jobs.images import list_images
 
-        cfg = FinetuneConfig(
-            t0=self.t0, s_for=self.s_for, s_gen=self.s_gen, lambda_l1=self.lambda_l1, lambda_face=self.lambda_face,
-            clip_loss_form=self.clip_loss_form, lr=self.lr, lr_schedule=self.lr_schedule, epochs=self.epochs,
-            mode=self.mode, lora_rank=self.lora_rank, batch_size=self.batch_size, seed=self.seed,
-        )
         images = list_images(self.images_dir) if self.images_dir else None
-        return FinetuneRequest(self.base_id, self.source.strip(), self.target.strip(), self.name.strip(), cfg,
-                               images=images, sample_count=self.sample_count)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+        return FinetuneRequest(self.base_id, self.source.strip(), self.target.strip(), self.name.strip(),
+                               replace(self.config), images=images, sample_count=self.sample_count)
 
 
 def recipe(base_id: str, source: str, target: str) -> dict:
     """The recipe fields for a text pair: the zoo's recipe_for (the one place they are decided), and
-    FinetuneParams' defaults for the fields it leaves out (an unknown base gets only those)."""
+    FinetuneConfig's defaults for the fields it leaves out (an unknown base gets only those)."""
+    cfg = config_from_recipe(_tuning(base_id, source, target))
+    return {k: getattr(cfg, k) for k in RECIPE_FIELDS}
+
+
+def _tuning(base_id: str, source: str, target: str) -> dict:
+    """recipe_for's overrides for the pair; none for an unknown base."""
     from ...zoo.registry import UnknownBaseError, get_base, recipe_for
 
-    defaults = FinetuneParams()
-    out = {k: getattr(defaults, k) for k in RECIPE_FIELDS}
     try:
         spec = get_base(base_id)
     except UnknownBaseError:
-        return out
-    out.update(recipe_for(spec, source.strip(), target.strip()))
-    return out
+        return {}
+    return recipe_for(spec, source.strip(), target.strip())
 
 
 class FinetuneModel(QObject):
@@ -108,28 +102,33 @@ class FinetuneModel(QObject):
         self._follow_recipe()
         self.changed.emit()
 
-    def set_by_hand(self, field: str, value) -> None:
+    def set_by_hand(self, name: str, value) -> None:
         """The user changed a recipe field. It keeps that value through later pairs and presets, until
         the user gives it the recipe's own value again (then it follows the recipe once more)."""
-        if field not in RECIPE_FIELDS:
-            raise AttributeError(field)
-        setattr(self.params, field, value)
-        if value == self.recipe()[field]:
-            self.by_hand.discard(field)
+        if name not in RECIPE_FIELDS:
+            raise AttributeError(name)
+        setattr(self.params.config, name, value)
+        if value == self.recipe()[name]:
+            self.by_hand.discard(name)
         else:
-            self.by_hand.add(field)
+            self.by_hand.add(name)
         self.changed.emit()
 
     def _follow_recipe(self) -> None:
-        for k, v in self.recipe().items():
-            if k not in self.by_hand:
-                setattr(self.params, k, v)
+        """The settings the user set (by hand, or outside the recipe) stay; the recipe fills the rest."""
+        p = self.params
+        kept = {k: v for k, v in asdict(p.config).items() if k not in RECIPE_FIELDS or k in self.by_hand}
+        p.config = config_from_recipe(_tuning(p.base_id, p.source, p.target), kept)
 
     def update(self, **kw) -> None:
+        """Set prompt fields and FinetuneConfig fields by name (the panel's `collect`)."""
         for k, v in kw.items():
-            if not hasattr(self.params, k):
+            if k in PROMPT_FIELDS:
+                setattr(self.params, k, v)
+            elif k in CONFIG_FIELDS:
+                setattr(self.params.config, k, v)
+            else:
                 raise AttributeError(k)
-            setattr(self.params, k, v)
         self.changed.emit()
 
     def reset_losses(self) -> None:

@@ -1,7 +1,8 @@
 """Observable view of the attribute library (the store itself is dclip_desktop.library.store).
 
-Listing, rename, delete, restore, export and verify are quick file operations done here; imports of
-official .pth checkpoints need the base model and run on the worker (see ui/library_dialog.py).
+Listing, rename, delete, restore and export are quick file operations done here. Verify (it re-hashes
+every weights file) and imports of official .pth checkpoints (they need the base model) run on the
+worker (gui/tasks.py, started by ui/library_dialog.py).
 """
 
 from __future__ import annotations
@@ -103,11 +104,6 @@ class LibraryModel(QObject):
         e = self.library.import_file(path, name=name)
         self._mutated()
         return _info(e)
-
-    def verify(self) -> list[tuple[str, bool, str]]:
-        report = [(e.name, ok, reason) for e, ok, reason in self.library.verify()]
-        self.refresh()
-        return report
 
     def notify_external_change(self) -> None:
         """Another part of the app (a fine-tune, a worker import) wrote to the library."""

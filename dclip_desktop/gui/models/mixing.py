@@ -3,15 +3,15 @@ schedule γ_i(t), and the degree of change γ. Builds the engine's EditRequest a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
+# The engine's own rules for a mix, pure Python: the panel refuses exactly what the edit job would.
+from ...core.config import WeightSchedule, check_weights, validate_degree
+from ...errors import BadInput
 from ...zoo.registry import attribute_t0
-
-TOL = 1e-4
 
 
 @dataclass
@@ -87,6 +87,20 @@ class MixingModel(QObject):
         self.degree = float(degree)
         self._changed()
 
+    def apply_settings(self, meta: dict) -> None:
+        """Tick, weigh, schedule and set γ as the output whose checked metadata (`jobs.images.read_metadata`)
+        is `meta` was made."""
+        weights = {a.get("name"): a["weight"] for a in meta.get("attributes") or []}
+        for row in self.rows:
+            row.checked = row.name in weights
+            row.weight = weights.get(row.name, row.weight)
+        sched = meta.get("schedule") or []
+        self.schedule = [[t, list(ws)] for t, ws in sched]
+        self.use_schedule = len(sched) > 1
+        self.rows_changed.emit()
+        degree = meta.get("degree")
+        self.set_degree(1.0 if degree is None else degree)
+
     # --- schedule ---------------------------------------------------------------------------
     def set_use_schedule(self, on: bool) -> None:
         self.use_schedule = bool(on)
@@ -101,8 +115,6 @@ class MixingModel(QObject):
 
     def split_by_t0(self) -> None:
         """Coarse to fine: each band of steps to the ticked attribute with the smallest t0 above it."""
-        from ...core.mixing import WeightSchedule  # lazily: the panel must not pull torch in at start-up
-
         rows = self.checked()
         if not rows:
             return
@@ -141,31 +153,22 @@ class MixingModel(QObject):
 
     # --- validation and the request ---------------------------------------------------------
     def validate(self) -> Optional[str]:
-        """A user-facing reason the current mix cannot be applied, or None (mirrors the engine's rules)."""
+        """A user-facing reason the current mix cannot be applied, or None: the engine's rules and
+        messages (core.config), checked before anything is submitted."""
         rows = self.checked()
         if not rows:
             return "Tick at least one attribute."
-        if not 0.0 <= self.degree <= 1.0:
-            return f"The degree of change γ must be in [0, 1], got {self.degree:g}."
-        if self.use_schedule:
-            if not self.schedule:
-                return "The schedule has no rows."
-            ths = [int(r[0]) for r in self.schedule]
-            if any(a <= b for a, b in zip(ths, ths[1:])):
-                return f"Schedule thresholds must be strictly decreasing, got {ths}."
-            if ths[-1] != 0:
-                return f"The last schedule threshold must be 0 so every t is covered, got {ths[-1]}."
-            for th, ws in self.schedule:
-                if any(not math.isfinite(w) for w in ws):
-                    return f"Row t≥{th} has a non-finite weight."
-                if abs(sum(ws) - 1.0) > TOL:
-                    return f"Weights at t≥{th} must sum to 1, they sum to {sum(ws):.4g}."
-            return None
-        total = sum(r.weight for r in rows)
-        if any(not math.isfinite(r.weight) for r in rows):
-            return "A weight is not a number."
-        if abs(total - 1.0) > TOL:
-            return f"Weights must sum to 1, they sum to {total:.4g} (use Equalize)."
+        try:
+            validate_degree(self.degree)
+            if self.use_schedule:
+                WeightSchedule.of(self.schedule).validate(len(rows))
+        except BadInput as exc:
+            return str(exc)
+        if not self.use_schedule:
+            try:
+                check_weights([r.weight for r in rows])
+            except BadInput as exc:
+                return f"{exc} (use Equalize)"
         return None
 
     def edit_kwargs(self) -> dict:

@@ -185,7 +185,7 @@ class BatchDialog(QDialog):
         self.status.setText(f"Done: {result.get('done')} edited, {result.get('skipped')} skipped, "
                             f"{result.get('failed')} failed" + (f" ({rate:.2f} images/s)" if rate else ""))
 
-    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+    def _on_failed(self, kind: str, message: str, details: str, failure: str) -> None:
         if kind == "batch":
             self._running = False
             self.status.setText(message)

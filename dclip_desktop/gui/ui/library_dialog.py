@@ -1,5 +1,7 @@
 """Models → Library…: the attribute library as a table with thumbnails; rename, delete, export,
-import (.dclip and official .pth) and verify. Damaged entries are listed as such."""
+import (.dclip and official .pth) and verify. Damaged entries are listed as such.
+
+Verify re-hashes every weights file and a .pth import needs the base model: both run on the worker."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..models.library import LibraryModel
-from ..tasks import make_import
+from ..tasks import make_import, make_verify_library
+from ..worker import describe
 
 COLUMNS = ("", "Name", "Base", "Source → target", "t0", "Kind", "Size", "Created", "Status")
 
@@ -54,13 +57,13 @@ def _thumb(e) -> QIcon:
 
 
 class LibraryDialog(QDialog):
-    def __init__(self, library: LibraryModel, controller=None, base_id: Optional[str] = None,
+    def __init__(self, library: LibraryModel, controller, base_id: Optional[str] = None,
                  report_error=None, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Attribute library")
         self.resize(860, 420)
         self.library, self.controller, self.base_id = library, controller, base_id
-        self.report_error = report_error or (lambda title, msg: QMessageBox.warning(self, title, msg))
+        self.report_error = report_error or (lambda title, msg, details="": QMessageBox.warning(self, title, msg))
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -78,6 +81,8 @@ class LibraryDialog(QDialog):
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons.addWidget(b)
+            if text == "Verify":
+                self.verify_button = b
         buttons.addStretch(1)
         close = QPushButton("Close")
         close.clicked.connect(self.accept)
@@ -87,8 +92,9 @@ class LibraryDialog(QDialog):
         lay.addWidget(self.info)
         lay.addLayout(buttons)
         library.changed.connect(self._fill)
-        if controller is not None:
-            controller.finished.connect(self._on_finished)
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        controller.busy_changed.connect(self._on_busy)
         self._fill()
 
     def _fill(self) -> None:
@@ -109,7 +115,7 @@ class LibraryDialog(QDialog):
         self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         n_bad = sum(1 for e in entries if e.damaged)
         self.info.setText(f"{len(entries)} attribute(s)" + (f", {n_bad} damaged" if n_bad else "")
-                          + (f" — library: {self.library.library.root}" if hasattr(self.library.library, "root") else ""))
+                          + f" — library: {self.library.library.root}")
 
     def selected_id(self) -> Optional[str]:
         rows = self.table.selectionModel().selectedRows()
@@ -127,8 +133,9 @@ class LibraryDialog(QDialog):
     def _guard(self, fn, *args):
         try:
             return fn(*args)
-        except Exception as exc:  # noqa: BLE001 - a library error is the user's to read, not a crash
-            self.report_error("Library", str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown in a box, never a crash of the dialog
+            _, message, details = describe(exc)
+            self.report_error("Library", message, details)
             return None
 
     def _rename(self, new_name: Optional[str] = None) -> None:
@@ -167,7 +174,7 @@ class LibraryDialog(QDialog):
                                                   "Attributes (*.dclip *.pth *.pt);;All files (*)")
             if not path:
                 return
-        if path.lower().endswith(".dclip") or self.controller is None:
+        if path.lower().endswith(".dclip"):
             self._guard(self.library.import_bundle, path)
         elif not self.controller.submit("import", make_import(path, self.base_id)):
             self.report_error("Library", "Another job is running; import when it has finished.")
@@ -178,9 +185,22 @@ class LibraryDialog(QDialog):
         if kind == "import":
             self.library.notify_external_change()
             self.info.setText(f"Imported '{result['name']}'.")
+        elif kind == "verify":
+            self.library.refresh()  # a damaged entry is listed as such from now on
+            bad = [f"{n}: {why}" for n, ok, why in result if not ok]
+            self.info.setText(f"Verified {len(result)} attribute(s): " + ("all ok" if not bad else "; ".join(bad)))
+
+    def _on_failed(self, kind: str, message: str, *_) -> None:
+        if kind == "verify":
+            self.info.setText(message)
+
+    def _on_busy(self, busy: bool) -> None:
+        if not busy:  # a verify ended (or whatever ran did): the button may start one again
+            self.verify_button.setEnabled(True)
 
     def _verify(self) -> None:
-        report = self._guard(self.library.verify)
-        if report is not None:
-            bad = [f"{n}: {why}" for n, ok, why in report if not ok]
-            self.info.setText(f"Verified {len(report)} attribute(s): " + ("all ok" if not bad else "; ".join(bad)))
+        if not self.controller.submit("verify", make_verify_library()):
+            self.report_error("Library", "Another job is running; verify when it has finished.")
+            return
+        self.verify_button.setEnabled(False)  # after submit: its busy_changed(True) came first
+        self.info.setText("Verifying: re-hashing every attribute's weights…")

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QImage, QKeySequence
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (
-    QComboBox,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -22,8 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...errors import BadInput, Kind
+from ...jobs.errors import user_message
 from .. import tasks
-from ..imaging import qimage_to_pil
+from ..models import image_files
 from ..models.bases import base_info, usable_bases
 from ..models.document import DocumentModel
 from ..models.finetune import FinetuneModel
@@ -31,12 +32,18 @@ from ..models.folders import open_dir, remember_dir
 from ..models.library import LibraryModel
 from ..models.mixing import MixingModel
 from ..models.paint import PaintModel
-from .canvas import MODE_LABELS, MODES, HistoryStrip, ImageView
+from .canvas import HistoryStrip, ImageView
+from .menus import build_menus
 from .mixing_panel import MixingPanel
 from .paint import PaintPanel
 from .prompt_panel import PromptPanel, eta_text, show_progress
 
-MAX_RECENT = 8
+# Error-box titles by job kind; a failure of a kind not listed is titled "Error".
+FAILED_TITLES = {"open": "Cannot open image", "finetune": "Fine-tuning failed", "edit": "Edit failed",
+                 "translate": "Generation failed", "batch": "Batch failed", "import": "Import failed",
+                 "verify": "Library verify failed", "base": "Base model"}
+STARTED_TEXT = {"init": "Starting the engine…", "open": "Opening…", "edit": "Applying…", "translate": "Generating…",
+                "finetune": "Fine-tuning…", "batch": "Batch editing…", "verify": "Verifying the library…"}
 
 
 class MainWindow(QMainWindow):
@@ -78,7 +85,7 @@ class MainWindow(QMainWindow):
         self.mixing_dock = self._dock("Mix && apply", "mixing_dock", self.mixing_panel,
                                       Qt.DockWidgetArea.LeftDockWidgetArea)
 
-        self._build_actions()
+        self.menu_actions = build_menus(self)
         self._build_status()
 
         # wiring
@@ -118,61 +125,6 @@ class MainWindow(QMainWindow):
         dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
-
-    def _act(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setStatusTip(tip)
-        a.triggered.connect(slot)
-        menu.addAction(a)
-        return a
-
-    def _build_actions(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self.open_action = self._act(f, "&Open image…", lambda: self.open_image(), QKeySequence.StandardKey.Open)
-        self.recent_menu = f.addMenu("Open &recent")
-        self._fill_recent()
-        self.save_action = self._act(f, "&Save result…", lambda: self.save_result(), QKeySequence.StandardKey.Save)
-        self.export_action = self._act(f, "&Export side by side…", lambda: self.export_compare())
-        f.addSeparator()
-        self._act(f, "Load settings from image…", lambda: self.load_settings_from_image())
-        f.addSeparator()
-        self._act(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        e = mb.addMenu("&Edit")
-        self.undo_action = self._act(e, "&Undo", self.undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = self._act(e, "&Redo", self.redo, QKeySequence.StandardKey.Redo)
-        e.addSeparator()
-        self.apply_action = self._act(e, "Use result as input", lambda: self.doc.current and self.doc.use_result_as_input())
-        e.addSeparator()
-        self._act(e, "Settings…", self.open_settings)
-        b = mb.addMenu("&Batch")
-        self._act(b, "Edit a &folder…", self.open_batch)
-        m = mb.addMenu("&Models")
-        self._act(m, "Attribute &library…", self.open_library)
-        self._act(m, "&Base models…", self.open_base_models)
-        self._act(m, "Download / verify…", self.open_base_models)
-        v = mb.addMenu("&View")
-        v.addAction(self.prompt_dock.toggleViewAction())
-        v.addAction(self.mixing_dock.toggleViewAction())
-        h = mb.addMenu("&Help")
-        self._act(h, "&About", self.about)
-
-        tb = self.addToolBar("Main")
-        tb.setObjectName("main_toolbar")
-        for a in (self.open_action, self.save_action, self.undo_action, self.redo_action, self.apply_action):
-            tb.addAction(a)
-        tb.addSeparator()
-        self.mode_combo = QComboBox()
-        for key in MODES:
-            self.mode_combo.addItem(MODE_LABELS[key], key)
-        self.mode_combo.currentIndexChanged.connect(lambda i: self.view.set_mode(self.mode_combo.itemData(i)))
-        tb.addWidget(self.mode_combo)
-        tb.addAction("Zoom in", lambda: self.view.zoom_by(1.25))
-        tb.addAction("Zoom out", lambda: self.view.zoom_by(0.8))
-        tb.addAction("Fit", self.view.fit)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -246,22 +198,6 @@ class MainWindow(QMainWindow):
             self.report_error("Busy", "Another job is running; open the image when it has finished.")
         return ok
 
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = self.recent_files()
-        for p in recent:
-            self.recent_menu.addAction(p, lambda p=p: self.open_image(p))
-        self.recent_menu.setEnabled(bool(recent))
-
-    def recent_files(self) -> list[str]:
-        value = self.qsettings.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
-
-    def _add_recent(self, path: str) -> None:
-        recent = [path] + [p for p in self.recent_files() if p != path]
-        self.qsettings.setValue("recent", recent[:MAX_RECENT])
-        self._fill_recent()
-
     def save_result(self, path: Optional[str] = None, index: Optional[int] = None) -> Optional[str]:
         res = self.doc.results[index] if index is not None else self.doc.current
         if res is None:
@@ -273,9 +209,7 @@ class MainWindow(QMainWindow):
             if not path:
                 return None
         try:
-            from ...jobs.images import save_png
-
-            save_png(qimage_to_pil(res.image), path, res.metadata)  # atomic, settings in a text chunk
+            image_files.save_result(res, path)
         except Exception as exc:  # noqa: BLE001 - disk full, permissions…: tell the user, keep going
             self.report_error("Save result", f"Could not save {path}: {exc}")
             return None
@@ -291,18 +225,8 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getSaveFileName(self, "Export before | after", "compare.png", "PNG image (*.png)")
             if not path:
                 return None
-        from PySide6.QtGui import QPainter
-
-        a, b = res.source, res.image
-        img = QImage(a.width() + b.width(), max(a.height(), b.height()), QImage.Format.Format_RGB888)
-        p = QPainter(img)
-        p.drawImage(0, 0, a)
-        p.drawImage(a.width(), 0, b)
-        p.end()
         try:
-            from ...jobs.images import save_png
-
-            save_png(qimage_to_pil(img), path, res.metadata)
+            image_files.export_compare(res, path)
         except Exception as exc:  # noqa: BLE001
             self.report_error("Export", f"Could not save {path}: {exc}")
             return None
@@ -313,27 +237,11 @@ class MainWindow(QMainWindow):
             path, _ = QFileDialog.getOpenFileName(self, "Load settings from image", "", "PNG image (*.png)")
             if not path:
                 return None
-        from ...jobs.errors import JobError, user_message
-        from ...jobs.images import read_metadata
-
         try:
-            meta = read_metadata(path)  # checked field by field: types and ranges below are sure
-        except JobError as exc:  # the only kind it raises, whatever the file holds
+            meta = image_files.load_settings(self.mixing, path)
+        except BadInput as exc:  # the only kind it raises, whatever the file holds
             self.report_error("Load settings", user_message(exc))
             return None
-        attrs = meta.get("attributes") or []
-        names = [a.get("name") for a in attrs]
-        for row in self.mixing.rows:
-            row.checked = row.name in names
-            for a in attrs:
-                if a.get("name") == row.name:
-                    row.weight = a["weight"]
-        sched = meta.get("schedule") or []
-        self.mixing.schedule = [[t, list(ws)] for t, ws in sched]
-        self.mixing.use_schedule = len(sched) > 1
-        self.mixing.rows_changed.emit()
-        degree = meta.get("degree")
-        self.mixing.set_degree(1.0 if degree is None else degree)
         self.job_label.setText(f"Loaded settings from {Path(path).name}")
         return meta
 
@@ -351,8 +259,8 @@ class MainWindow(QMainWindow):
 
     def _update_actions(self, *_) -> None:
         src = self.paint if self._painting() else self.doc
-        self.undo_action.setEnabled(src.can_undo())
-        self.redo_action.setEnabled(src.can_redo())
+        self.menu_actions.undo.setEnabled(src.can_undo())
+        self.menu_actions.redo.setEnabled(src.can_redo())
 
     # --- dialogs ----------------------------------------------------------------------------
     def open_settings(self):
@@ -413,9 +321,8 @@ class MainWindow(QMainWindow):
             self.view.set_images(res.source if res.source is not None else self.doc.input, res.image)
         else:
             self.view.set_images(self.doc.input, None)
-        self.save_action.setEnabled(res is not None)
-        self.export_action.setEnabled(res is not None)
-        self.apply_action.setEnabled(res is not None)
+        for action in (self.menu_actions.save, self.menu_actions.export, self.menu_actions.apply):
+            action.setEnabled(res is not None)
 
     # --- controller signals -----------------------------------------------------------------
     def _on_ready(self, info: dict) -> None:
@@ -428,15 +335,13 @@ class MainWindow(QMainWindow):
             self.report_error("Library", f"Cannot read the attribute library: {exc}")
 
     def _on_started(self, kind: str) -> None:
-        self.job_label.setText({"init": "Starting the engine…", "open": "Opening…", "edit": "Applying…",
-                                "translate": "Generating…", "finetune": "Fine-tuning…",
-                                "batch": "Batch editing…"}.get(kind, f"{kind}…"))
+        self.job_label.setText(STARTED_TEXT.get(kind, f"{kind}…"))
 
     def _on_busy(self, busy: bool) -> None:
         show = busy and self.controller.kind != "init"
         self.job_bar.setVisible(show)
         self.cancel_button.setVisible(show)
-        self.open_action.setEnabled(not busy)
+        self.menu_actions.open.setEnabled(not busy)
         if busy:
             self.job_bar.setRange(0, 0)
         else:
@@ -465,7 +370,7 @@ class MainWindow(QMainWindow):
         if kind == "open":
             self.doc.clear_results()
             self.doc.set_input(result["image"], result["path"])
-            self._add_recent(result["path"])
+            self.menu_actions.recent.add(result["path"])
             self.tabs.setCurrentIndex(0)
             self.view.fit()
         elif kind in ("edit", "translate"):
@@ -477,14 +382,12 @@ class MainWindow(QMainWindow):
         self.library.refresh()
         self.mixing.set_checked(result["name"], True)
 
-    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+    def _on_failed(self, kind: str, message: str, details: str, failure: str) -> None:
         self.job_label.setText("Failed")
-        inline = kind in ("edit", "translate") and details.strip().splitlines()[-1:] and \
-            details.strip().splitlines()[-1].startswith("ValueError") and not oom
-        if not inline:  # mixing-weight ValueErrors are explained inline in the mixing panel instead
-            titles = {"open": "Cannot open image", "finetune": "Fine-tuning failed", "edit": "Edit failed",
-                      "translate": "Generation failed", "batch": "Batch failed", "import": "Import failed"}
-            self.report_error("Out of GPU memory" if oom else titles.get(kind, "Error"), message, details)
+        if failure == Kind.BAD_INPUT and kind in ("edit", "translate"):
+            return  # the mixing panel explains refused mixing settings inline
+        title = "Out of memory" if failure == Kind.OUT_OF_MEMORY else FAILED_TITLES.get(kind, "Error")
+        self.report_error(title, message, details)
 
     def _on_cancelled(self, kind: str) -> None:
         self.job_label.setText("Cancelled")

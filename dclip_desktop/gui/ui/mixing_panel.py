@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...errors import Kind
 from ..models.document import DocumentModel, Result
 from ..models.library import LibraryModel
 from ..models.mixing import MixingModel
@@ -210,9 +211,9 @@ class MixingPanel(QWidget):
                 idx = self.doc.add_result(Result(img, label, meta, "edit"))
             self.applied.emit(idx)
 
-    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
-        if kind in ("edit", "translate") and "Unexpected error" not in message:
-            self.model.set_engine_message(message)  # the engine's ValueError/JobError, explained inline
+    def _on_failed(self, kind: str, message: str, details: str, failure: str) -> None:
+        if kind in ("edit", "translate") and failure == Kind.BAD_INPUT:
+            self.model.set_engine_message(message)  # settings the engine refused, explained inline
 
 
 __all__ = ["MixingPanel"]

@@ -91,6 +91,44 @@ class PaintPanel(QWidget):
         self.base_size = model.size
         self.canvas = PaintCanvas(model)
 
+        doc_row = QHBoxLayout()
+        self.blank_button = QPushButton("New blank canvas")
+        self.blank_button.clicked.connect(lambda: model.new_blank(self.base_size))
+        self.over_button = QPushButton("Paint over current image")
+        self.over_button.clicked.connect(self.paint_over_input)
+        doc_row.addWidget(self.blank_button)
+        doc_row.addWidget(self.over_button)
+        doc_row.addStretch(1)
+
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #d9534f;")
+
+        self.candidates = QListWidget()
+        self.candidates.setViewMode(QListWidget.ViewMode.IconMode)
+        self.candidates.setFlow(QListWidget.Flow.LeftToRight)
+        self.candidates.setWrapping(False)
+        self.candidates.setIconSize(QSize(96, 96))
+        self.candidates.setFixedHeight(140)
+        self.candidates.itemDoubleClicked.connect(self._open_candidate)
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(self._tool_row(model))
+        lay.addLayout(doc_row)
+        lay.addWidget(self.canvas, 1)
+        lay.addLayout(self._generate_row())
+        lay.addWidget(self.message)
+        lay.addWidget(QLabel("Candidates (double-click to compare on the canvas):"))
+        lay.addWidget(self.candidates)
+        model.brush_changed.connect(self._sync_brush)
+        controller.busy_changed.connect(lambda busy: self.generate_button.setEnabled(not busy))
+        controller.finished.connect(self._on_finished)
+        controller.failed.connect(self._on_failed)
+        self._first_index = -1
+        self._sync_brush()
+
+    def _tool_row(self, model: PaintModel) -> QHBoxLayout:
+        """Colour, palette, brush size, eraser, fill / clear / undo / redo."""
         tools = QHBoxLayout()
         self.color_button = QToolButton()
         self.color_button.setToolTip("Brush colour")
@@ -119,16 +157,10 @@ class PaintPanel(QWidget):
             b.clicked.connect(slot)
             tools.addWidget(b)
         tools.addStretch(1)
+        return tools
 
-        doc_row = QHBoxLayout()
-        self.blank_button = QPushButton("New blank canvas")
-        self.blank_button.clicked.connect(lambda: model.new_blank(self.base_size))
-        self.over_button = QPushButton("Paint over current image")
-        self.over_button.clicked.connect(self.paint_over_input)
-        doc_row.addWidget(self.blank_button)
-        doc_row.addWidget(self.over_button)
-        doc_row.addStretch(1)
-
+    def _generate_row(self) -> QHBoxLayout:
+        """How many candidates, the rounds K of stroke-conditioned generation, the first seed, Generate."""
         gen = QHBoxLayout()
         gen.addWidget(QLabel("Candidates"))
         self.seeds_spin = QSpinBox()
@@ -149,32 +181,7 @@ class PaintPanel(QWidget):
         self.generate_button.clicked.connect(self.generate)
         gen.addWidget(self.generate_button)
         gen.addStretch(1)
-        self.message = QLabel("")
-        self.message.setWordWrap(True)
-        self.message.setStyleSheet("color: #d9534f;")
-
-        self.candidates = QListWidget()
-        self.candidates.setViewMode(QListWidget.ViewMode.IconMode)
-        self.candidates.setFlow(QListWidget.Flow.LeftToRight)
-        self.candidates.setWrapping(False)
-        self.candidates.setIconSize(QSize(96, 96))
-        self.candidates.setFixedHeight(140)
-        self.candidates.itemDoubleClicked.connect(self._open_candidate)
-
-        lay = QVBoxLayout(self)
-        lay.addLayout(tools)
-        lay.addLayout(doc_row)
-        lay.addWidget(self.canvas, 1)
-        lay.addLayout(gen)
-        lay.addWidget(self.message)
-        lay.addWidget(QLabel("Candidates (double-click to compare on the canvas):"))
-        lay.addWidget(self.candidates)
-        model.brush_changed.connect(self._sync_brush)
-        controller.busy_changed.connect(lambda busy: self.generate_button.setEnabled(not busy))
-        controller.finished.connect(self._on_finished)
-        controller.failed.connect(self._on_failed)
-        self._first_index = -1
-        self._sync_brush()
+        return gen
 
     def set_base_size(self, size: int) -> None:
         if size != self.base_size:
@@ -227,7 +234,7 @@ class PaintPanel(QWidget):
             self.doc.select(self._first_index)
         self.candidates_ready.emit(len(result.images))
 
-    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+    def _on_failed(self, kind: str, message: str, details: str, failure: str) -> None:
         if kind == "translate":
             self.message.setText(message)
 

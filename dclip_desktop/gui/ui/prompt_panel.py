@@ -27,13 +27,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig  # pure Python: cheap here
 from ..models.bases import BaseInfo
-from ..models.finetune import FinetuneModel
+from ..models.finetune import FinetuneModel, FinetuneParams
 from ..tasks import make_finetune
 from .loss_plot import LossPlot
 
-LR_SCHEDULES = ("constant", "paper_ramp", "ref_x1.3")  # mirrors core.finetune (kept import-free here)
-MODES = (("efficient", "GPU-efficient (Alg. 2)"), ("full_chain", "Full chain (Alg. 1)"))
+MODE_LABELS = {"efficient": "GPU-efficient (Alg. 2)", "full_chain": "Full chain (Alg. 1)"}
+CLIP_LOSS_LABELS = {"neglog": "−log((1+cos)/2)", "dir": "1 − cos"}
 
 
 def eta_text(seconds: float) -> str:
@@ -62,8 +63,26 @@ class PromptPanel(QWidget):
         super().__init__(parent)
         self.model, self.controller = model, controller
         self.bases = {b.id: b for b in bases}
-        p = model.params
+        self._build_prompt(bases)
+        self._build_settings(model.params.config)
+        self._build_training_images(model.params)
+        self._build_run(model)
 
+        lay = QVBoxLayout(self)
+        lay.addLayout(self._settings_form())
+        lay.addLayout(self._run_row())
+        lay.addWidget(self._progress_box())
+        lay.addStretch(1)
+
+        self._connect(model, controller)
+        self._running = False
+        self.set_base(model.params.base_id)
+        self._show_recipe()
+
+    # --- building -----------------------------------------------------------------------------
+    def _build_prompt(self, bases: list[BaseInfo]) -> None:
+        """Base picker, presets, the text pair and the attribute's name."""
+        p = self.model.params
         self.base_combo = QComboBox()
         for b in bases:
             self.base_combo.addItem(b.title, b.id)
@@ -72,19 +91,24 @@ class PromptPanel(QWidget):
         self.source_edit.setPlaceholderText("e.g. red circle")
         self.target_edit = QLineEdit(p.target)
         self.target_edit.setPlaceholderText("e.g. blue circle")
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("attribute name, e.g. blue")
+
+    def _build_settings(self, cfg: FinetuneConfig) -> None:
+        """One widget per FinetuneConfig field the panel offers; the choices are the engine's."""
         self.t0_slider = QSlider(Qt.Orientation.Horizontal)
         self.t0_slider.setRange(1, 999)
         self.t0_spin = QSpinBox()
         self.t0_spin.setRange(1, 999)
         self.t0_slider.valueChanged.connect(self.t0_spin.setValue)
         self.t0_spin.valueChanged.connect(self.t0_slider.setValue)
-        self.s_for = self._spin(1, 1000, p.s_for)
-        self.s_gen = self._spin(1, 1000, p.s_gen)
-        self.l1 = self._dspin(0, 100, p.lambda_l1, 0.05)
-        self.face = self._dspin(0, 100, p.lambda_face, 0.05)
+        self.s_for = self._spin(1, 1000, cfg.s_for)
+        self.s_gen = self._spin(1, 1000, cfg.s_gen)
+        self.l1 = self._dspin(0, 100, cfg.lambda_l1, 0.05)
+        self.face = self._dspin(0, 100, cfg.lambda_face, 0.05)
         self.clip_form = QComboBox()
-        self.clip_form.addItem("−log((1+cos)/2)", "neglog")
-        self.clip_form.addItem("1 − cos", "dir")
+        for key in CLIP_LOSS_FORMS:
+            self.clip_form.addItem(CLIP_LOSS_LABELS.get(key, key), key)
         self.clip_form.setToolTip("form of the directional CLIP loss")
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(7)
@@ -94,17 +118,18 @@ class PromptPanel(QWidget):
         self.lr.setToolTip("auto: 4e-6 for full weights (paper), 1e-3 for LoRA")
         self.lr_schedule = QComboBox()
         self.lr_schedule.addItems(LR_SCHEDULES)
-        self.epochs = self._spin(1, 100, p.epochs)
+        self.epochs = self._spin(1, 100, cfg.epochs)
         self.mode = QComboBox()
-        for key, label in MODES:
-            self.mode.addItem(label, key)
+        for key in MODES:
+            self.mode.addItem(MODE_LABELS.get(key, key), key)
         self.lora = QSpinBox()
         self.lora.setRange(0, 256)
         self.lora.setSpecialValueText("full weights")
-        self.lora.setValue(p.lora_rank or 0)
-        self.batch = self._spin(1, 256, p.batch_size)
-        self.seed = self._spin(0, 2**31 - 1, p.seed)
+        self.lora.setValue(cfg.lora_rank or 0)
+        self.batch = self._spin(1, 256, cfg.batch_size)
+        self.seed = self._spin(0, 2**31 - 1, cfg.seed)
 
+    def _build_training_images(self, p: FinetuneParams) -> None:
         self.sample_radio = QRadioButton("Sample from the base")
         self.folder_radio = QRadioButton("Folder")
         grp = QButtonGroup(self)
@@ -114,66 +139,17 @@ class PromptPanel(QWidget):
         self.sample_count = self._spin(1, 10000, p.sample_count)
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("training photos…")
-        browse = QPushButton("…")
-        browse.setFixedWidth(28)
-        browse.clicked.connect(self._browse)
-        self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("attribute name, e.g. blue")
+        self.browse_button = QPushButton("…")
+        self.browse_button.setFixedWidth(28)
+        self.browse_button.clicked.connect(self._browse)
 
-        form = QFormLayout()
-        form.addRow("Base model", self.base_combo)
-        form.addRow("Preset", self.preset_combo)
-        form.addRow("Source text", self.source_edit)
-        form.addRow("Target text", self.target_edit)
-        t0_row = QHBoxLayout()
-        t0_row.addWidget(self.t0_slider, 1)
-        t0_row.addWidget(self.t0_spin)
-        form.addRow("t0", t0_row)
-        steps = QHBoxLayout()
-        steps.addWidget(QLabel("S_for"))
-        steps.addWidget(self.s_for)
-        steps.addWidget(QLabel("S_gen"))
-        steps.addWidget(self.s_gen)
-        form.addRow("Steps", steps)
-        lam = QHBoxLayout()
-        lam.addWidget(QLabel("λ_L1"))
-        lam.addWidget(self.l1)
-        lam.addWidget(QLabel("λ_face"))
-        lam.addWidget(self.face)
-        lam.addWidget(self.clip_form)
-        form.addRow("Losses", lam)
-        lr_row = QHBoxLayout()
-        lr_row.addWidget(self.lr)
-        lr_row.addWidget(self.lr_schedule)
-        form.addRow("Learning rate", lr_row)
-        ep = QHBoxLayout()
-        ep.addWidget(self.epochs)
-        ep.addWidget(QLabel("batch"))
-        ep.addWidget(self.batch)
-        ep.addWidget(QLabel("seed"))
-        ep.addWidget(self.seed)
-        form.addRow("Epochs", ep)
-        form.addRow("Mode", self.mode)
-        form.addRow("LoRA rank", self.lora)
-        imgs = QVBoxLayout()
-        r1 = QHBoxLayout()
-        r1.addWidget(self.sample_radio)
-        r1.addWidget(self.sample_count)
-        r1.addStretch(1)
-        r2 = QHBoxLayout()
-        r2.addWidget(self.folder_radio)
-        r2.addWidget(self.folder_edit, 1)
-        r2.addWidget(browse)
-        imgs.addLayout(r1)
-        imgs.addLayout(r2)
-        form.addRow("Training images", imgs)
-        form.addRow("Name", self.name_edit)
-
+    def _build_run(self, model: FinetuneModel) -> None:
+        """Fine-tune and Cancel, the progress bar and status, the loss plot and the epoch preview."""
         self.finetune_button = QPushButton("Fine-tune")
         self.finetune_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(controller.cancel)
+        self.cancel_button.clicked.connect(self.controller.cancel)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.status = QLabel("")
@@ -187,25 +163,54 @@ class PromptPanel(QWidget):
         self.epoch_label.setStyleSheet("background: #1e1e22; color: #888;")
         self.epoch_label.setText("epoch\npreview")
 
-        run = QHBoxLayout()
-        run.addWidget(self.finetune_button)
-        run.addWidget(self.cancel_button)
+    @staticmethod
+    def _row(*items) -> QHBoxLayout:
+        """A row of widgets; a str is a label, a (widget, stretch) pair a stretched widget."""
+        row = QHBoxLayout()
+        for item in items:
+            if isinstance(item, str):
+                row.addWidget(QLabel(item))
+            elif isinstance(item, tuple):
+                row.addWidget(*item)
+            else:
+                row.addWidget(item)
+        return row
+
+    def _settings_form(self) -> QFormLayout:
+        form = QFormLayout()
+        form.addRow("Base model", self.base_combo)
+        form.addRow("Preset", self.preset_combo)
+        form.addRow("Source text", self.source_edit)
+        form.addRow("Target text", self.target_edit)
+        form.addRow("t0", self._row((self.t0_slider, 1), self.t0_spin))
+        form.addRow("Steps", self._row("S_for", self.s_for, "S_gen", self.s_gen))
+        form.addRow("Losses", self._row("λ_L1", self.l1, "λ_face", self.face, self.clip_form))
+        form.addRow("Learning rate", self._row(self.lr, self.lr_schedule))
+        form.addRow("Epochs", self._row(self.epochs, "batch", self.batch, "seed", self.seed))
+        form.addRow("Mode", self.mode)
+        form.addRow("LoRA rank", self.lora)
+        imgs = QVBoxLayout()
+        sample = self._row(self.sample_radio, self.sample_count)
+        sample.addStretch(1)
+        imgs.addLayout(sample)
+        imgs.addLayout(self._row(self.folder_radio, (self.folder_edit, 1), self.browse_button))
+        form.addRow("Training images", imgs)
+        form.addRow("Name", self.name_edit)
+        return form
+
+    def _run_row(self) -> QHBoxLayout:
+        return self._row(self.finetune_button, self.cancel_button)
+
+    def _progress_box(self) -> QGroupBox:
         box = QGroupBox("Progress")
         bl = QVBoxLayout(box)
         bl.addWidget(self.progress)
         bl.addWidget(self.status)
         bl.addWidget(self.images_label)
-        pr = QHBoxLayout()
-        pr.addWidget(self.plot, 1)
-        pr.addWidget(self.epoch_label)
-        bl.addLayout(pr)
+        bl.addLayout(self._row((self.plot, 1), self.epoch_label))
+        return box
 
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(run)
-        lay.addWidget(box)
-        lay.addStretch(1)
-
+    def _connect(self, model: FinetuneModel, controller) -> None:
         self.base_combo.currentIndexChanged.connect(self._on_base)
         self.preset_combo.activated.connect(self._on_preset)
         self.source_edit.textChanged.connect(lambda text: model.set_prompt(source=text))
@@ -223,9 +228,6 @@ class PromptPanel(QWidget):
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         controller.cancelled.connect(self._on_cancelled)
-        self._running = False
-        self.set_base(p.base_id)
-        self._show_recipe()
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int) -> QSpinBox:
@@ -258,14 +260,14 @@ class PromptPanel(QWidget):
 
     def _show_recipe(self) -> None:
         """Show the model's recipe fields; a field set by hand says what the recipe would give."""
-        p, recipe = self.model.params, self.model.recipe()
+        cfg, recipe = self.model.params.config, self.model.recipe()
         self._syncing = True
         try:
-            self.t0_spin.setValue(int(p.t0))
-            self.l1.setValue(float(p.lambda_l1))
-            self.epochs.setValue(int(p.epochs))
-            self.lr.setValue(float(p.lr or 0))
-            self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(p.clip_loss_form)))
+            self.t0_spin.setValue(int(cfg.t0))
+            self.l1.setValue(float(cfg.lambda_l1))
+            self.epochs.setValue(int(cfg.epochs))
+            self.lr.setValue(float(cfg.lr or 0))
+            self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(cfg.clip_loss_form)))
         finally:
             self._syncing = False
         widgets = {"t0": self.t0_spin, "lambda_l1": self.l1, "epochs": self.epochs, "lr": self.lr,
@@ -392,7 +394,7 @@ class PromptPanel(QWidget):
         self._set_status(f"Saved '{result['name']}' to the library.")
         self.attribute_saved.emit(result)
 
-    def _on_failed(self, kind: str, message: str, details: str, oom: bool) -> None:
+    def _on_failed(self, kind: str, message: str, details: str, failure: str) -> None:
         if kind == "finetune":
             self._done()
             self._set_status(message, error=True)
