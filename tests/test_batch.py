@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import sysconfig
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 
 from tests.bad_inputs import build_corpus
 from tests.gui_helpers import ROOT
+from tests.test_compiled import inductor_toolchain
 
 STEPS = 3
 
@@ -90,7 +90,8 @@ def _no_partials(out: Path) -> None:
 def test_corpus_no_crash_reasons_outputs_and_untouched_inputs(engine, tmp_path, capsys):
     from dclip_desktop.cli.main import main
     from dclip_desktop.jobs.batch_job import MANIFEST_NAME, edit_from_metadata, read_manifest, run_batch
-    from dclip_desktop.jobs.images import open_image, read_metadata
+    from dclip_desktop.jobs.images import open_image
+    from dclip_desktop.jobs.metadata import read_metadata
 
     session, _ = engine
     src, out = tmp_path / "in", tmp_path / "out"
@@ -163,7 +164,7 @@ def _visible_pngs(out: Path) -> list[Path]:
 def test_kill_and_resume_leaves_no_duplicate_or_partial(engine, tmp_path):
     from dclip_desktop.jobs.batch_job import read_manifest, run_batch
     from dclip_desktop.jobs.errors import JobError
-    from dclip_desktop.jobs.images import read_metadata
+    from dclip_desktop.jobs.metadata import read_metadata
 
     session, env = engine
     src, out = tmp_path / "in", tmp_path / "out"
@@ -255,7 +256,7 @@ def test_compiled_batch_writes_the_same_images(engine, tmp_path):
     wrapper = fast_session.sampling_unet(fast_session.base("demo-shapes"), compiled=True)
     # with inductor's CPU toolchain here (a C++ compiler and Python's headers) it must have compiled,
     # not fallen back to eager
-    if (shutil.which("c++") or shutil.which("g++")) and Path(sysconfig.get_path("include"), "Python.h").is_file():
+    if inductor_toolchain():
         assert wrapper.failed is None, wrapper.failed
 
 

@@ -9,7 +9,8 @@ import torch
 
 from dclip_desktop.cli.main import build_parser, main
 from dclip_desktop.demo import world
-from dclip_desktop.jobs.images import read_metadata, save_png
+from dclip_desktop.jobs.images import save_png
+from dclip_desktop.jobs.metadata import read_metadata
 
 
 def _subcommands():

@@ -113,7 +113,7 @@ def test_batch_manifest(text):
 
 @given(anything(VALID_META))
 def test_png_metadata(text):
-    from dclip_desktop.jobs.images import MetadataError, parse_metadata
+    from dclip_desktop.jobs.metadata import MetadataError, parse_metadata
 
     try:
         parse_metadata(text)

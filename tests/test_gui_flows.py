@@ -142,7 +142,7 @@ def test_open_finetune_apply_save(qtbot, window, tmp_path):
     masks = torch.from_numpy(mask)[None]
     assert colour_progress(as_tensor[1], masks, "red", "blue") > colour_progress(as_tensor[0], masks, "red", "blue")
     out = w.save_result(str(tmp_path / "out.png"))
-    from dclip_desktop.jobs.images import read_metadata
+    from dclip_desktop.jobs.metadata import read_metadata
 
     assert read_metadata(out)["attributes"][0]["name"] == "blue"
     w.doc.use_result_as_input()

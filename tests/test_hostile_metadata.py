@@ -184,7 +184,7 @@ def test_info_escapes_control_and_bidi_characters(tmp_path, capsys):
 
 
 def test_parse_metadata_keeps_what_the_app_writes():
-    from dclip_desktop.jobs.images import parse_metadata
+    from dclip_desktop.jobs.metadata import parse_metadata
 
     meta = parse_metadata(json.dumps({**META, "schedule": [[500, [1]], [0, [1]]], "weird": [1, {"x": None}]}))
     assert meta["schedule"] == [[500, [1.0]], [0, [1.0]]] and meta["weird"] == [1, {"x": None}]
@@ -203,14 +203,14 @@ def test_parse_metadata_keeps_what_the_app_writes():
     ({"schedule": None}, "incomplete"),
 ])
 def test_request_from_metadata_refuses_bad_fields(change, message):
-    from dclip_desktop.jobs.batch_job import request_from_metadata
+    from dclip_desktop.jobs.metadata import request_from_metadata
 
     with pytest.raises(JobError, match=message):
         request_from_metadata({**META, **change})
 
 
 def test_request_from_metadata_round_trip():
-    from dclip_desktop.jobs.batch_job import request_from_metadata
+    from dclip_desktop.jobs.metadata import request_from_metadata
 
     req = request_from_metadata({**META, "batch_size": 4})
     assert req.attributes == [("a1b2c3d4", 1.0)] and req.schedule == [(0, [1.0])]

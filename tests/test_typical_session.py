@@ -18,7 +18,8 @@ from PIL import Image
 from dclip_desktop.cli.main import main
 from dclip_desktop.demo import world
 from dclip_desktop.demo.evaluate import colour_progress
-from dclip_desktop.jobs.images import load_image, read_metadata
+from dclip_desktop.jobs.images import load_image
+from dclip_desktop.jobs.metadata import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 

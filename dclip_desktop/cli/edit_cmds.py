@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
-from ..jobs.images import FIT_POLICIES, list_images, load_image, read_metadata, save_png
+from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png
+from ..jobs.metadata import read_metadata
 from ..jobs.output_paths import output_targets
 from ..zoo.registry import RECIPE_KEYS
 from .progress import BarProgress

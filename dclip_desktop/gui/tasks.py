@@ -9,7 +9,7 @@ from typing import Optional
 
 from PySide6.QtGui import QImage
 
-from ..zoo.download import download, verify_model
+from ..zoo.download import download, verify_base
 
 
 @dataclass
@@ -149,16 +149,10 @@ def make_base_action(action: str, base_id: str):
         if action == "download":
             folder = download(base_id, progress=progress, cancel=ctx.cancel, offline=offline)
             return f"{base_id}: download finished ({folder})"
-        rows = verify_model(base_id, repair_bad=True, progress=progress, cancel=ctx.cancel, offline=offline)
-        return f"{base_id}: verify finished ({verify_summary(rows)})"
+        summary = verify_base(base_id, progress=progress, cancel=ctx.cancel, offline=offline)
+        return f"{base_id}: verify finished ({summary})"
 
     return fn
-
-
-def verify_summary(rows) -> str:
-    """One line for verify_model's (file, ok, reason) rows: the problems, or every file's state."""
-    bad = [reason for _, ok, reason in rows if not ok]
-    return "problems: " + "; ".join(bad) if bad else "; ".join(reason for _, _, reason in rows)
 
 
 def make_verify_library():

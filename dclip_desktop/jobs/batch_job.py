@@ -53,9 +53,10 @@ from .batch_manifest import (
     write_reports,
 )
 from .batch_request import BatchRequest, BatchSummary, DiskFullError
-from .edit_job import Edit, EditRequest, build_edit
+from .edit_job import Edit, build_edit
 from .errors import JobError
-from .images import atomic_write_bytes, check_metadata, encode_png, tensor_to_pil
+from .images import atomic_write_bytes, encode_png, tensor_to_pil
+from .metadata import request_from_metadata
 from .progress import JobProgress
 from .session import Session
 
@@ -310,21 +311,6 @@ class BatchRun:
 
 
 # --- metadata round trip ----------------------------------------------------------------------
-def request_from_metadata(meta: dict) -> EditRequest:
-    """The EditRequest an output's metadata describes (attributes by id), with its batch size.
-    `meta` is checked again (read_metadata already did, a caller's own dict may not be)."""
-    meta = check_metadata(meta)
-    missing = [k for k in ("attributes", "schedule", "degree", "t0", "s_for", "s_gen") if meta.get(k) is None]
-    if missing:
-        raise JobError(f"the image's settings are incomplete (no {', '.join(missing)}); was it made by an edit?")
-    return EditRequest(
-        attributes=[(a.get("id") or a["name"], a["weight"]) for a in meta["attributes"]],
-        base_id=meta.get("base_id"), schedule=[(t, list(ws)) for t, ws in meta["schedule"]],
-        degree=meta["degree"], t0=meta["t0"], s_for=meta["s_for"], s_gen=meta["s_gen"],
-        batch_size=meta.get("batch_size") or 1,
-    )
-
-
 def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) -> Image.Image:
     """Re-run the edit an output's metadata describes on its source image (bit-for-bit on the same
     machine, precision and library)."""
@@ -345,5 +331,5 @@ def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) 
 
 
 __all__ = ["BatchRequest", "BatchSummary", "BatchRun", "DiskFullError", "run_batch", "scan_inputs", "paste_back",
-           "read_manifest", "request_from_metadata", "edit_from_metadata", "MANIFEST_NAME", "REPORT_JSON",
+           "read_manifest", "edit_from_metadata", "MANIFEST_NAME", "REPORT_JSON",
            "REPORT_CSV"]

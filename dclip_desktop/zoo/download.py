@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 
+# --- the cache ----------------------------------------------------------------------------------
 def cache_root() -> Path:
     env = os.environ.get("DCLIP_CACHE_DIR")
     if env:
@@ -224,9 +225,16 @@ def verify_model(
     return out
 
 
-def verify_base(model_id, progress: Optional[ProgressFn] = None, repair_bad: bool = True, cancel=None) -> str:
-    """A one-line verify (and repair) summary for the GUI's Models dialog."""
-    rows = verify_model(model_id, repair_bad=repair_bad, progress=progress, cancel=cancel)
+def verify_base(
+    model_id,
+    progress: Optional[ProgressFn] = None,
+    repair_bad: bool = True,
+    cancel=None,
+    offline: Optional[bool] = None,
+) -> str:
+    """A one-line verify (and repair) summary for the GUI's Models dialog: the problems, or every
+    file's state. Offline, nothing is downloaded: a file that needs fetching raises MissingWeightsError."""
+    rows = verify_model(model_id, repair_bad=repair_bad, progress=progress, cancel=cancel, offline=offline)
     bad = [r for _, ok, r in rows if not ok]
     if bad:
         return "problems: " + "; ".join(bad)

@@ -69,7 +69,7 @@ def download_command(model_id: str) -> str:
     return f"dclip models download {model_id}"
 
 
-# --- settings ---------------------------------------------------------------------------------
+# --- settings -----------------------------------------------------------------------------------
 def is_offline(offline: Optional[bool] = None) -> bool:
     """Offline when asked for, or when DCLIP_OFFLINE is set to a true value (the environment always wins)."""
     env = os.environ.get("DCLIP_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")

@@ -28,8 +28,8 @@ def export_compare(res: Result, path: str) -> Path:
 def load_settings(mixing: MixingModel, path: str) -> dict:
     """Tick, weigh, schedule and set γ in `mixing` as the image at `path` was made; returns its settings.
 
-    Raises jobs.images.MetadataError (a BadInput, one line naming the file) before changing anything."""
-    from ...jobs.images import read_metadata
+    Raises jobs.metadata.MetadataError (a BadInput, one line naming the file) before changing anything."""
+    from ...jobs.metadata import read_metadata
 
     meta = read_metadata(path)  # checked field by field: the types and ranges apply_settings relies on
     mixing.apply_settings(meta)

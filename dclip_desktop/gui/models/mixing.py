@@ -88,7 +88,7 @@ class MixingModel(QObject):
         self._changed()
 
     def apply_settings(self, meta: dict) -> None:
-        """Tick, weigh, schedule and set γ as the output whose checked metadata (`jobs.images.read_metadata`)
+        """Tick, weigh, schedule and set γ as the output whose checked metadata (`jobs.metadata.read_metadata`)
         is `meta` was made."""
         weights = {a.get("name"): a["weight"] for a in meta.get("attributes") or []}
         for row in self.rows:

@@ -1,0 +1,209 @@
+"""The catalogue: every base, CLIP model and face net the app knows, with their architectures,
+files, presets, recipes and vocabularies. Pure data; registry.py registers these and looks them up.
+"""
+
+from __future__ import annotations
+
+from .specs import BaseSpec, ClipSpec, FaceSpec, FileSpec, Preset, Vocabulary
+
+# --- architectures ------------------------------------------------------------------------------
+# google/ddpm-ema-{celebahq,church,bedroom}-256: 6 levels 256²..8², attention at 16² (level 4), so
+# up-block 1 (levels reversed). UNet2DModel(**DDPM256_CONFIG) has 113,673,219 parameters.
+DDPM256_CONFIG: dict = {
+    "sample_size": 256,
+    "in_channels": 3,
+    "out_channels": 3,
+    "center_input_sample": False,
+    "time_embedding_type": "positional",
+    "freq_shift": 1,
+    "flip_sin_to_cos": False,
+    "down_block_types": (
+        "DownBlock2D",
+        "DownBlock2D",
+        "DownBlock2D",
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "DownBlock2D",
+    ),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    "block_out_channels": (128, 128, 256, 256, 512, 512),
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "downsample_padding": 0,
+    "act_fn": "silu",
+    "attention_head_dim": None,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-6,
+}
+DDPM256_PARAMS = 113_673_219
+
+DDPM_FILES = [
+    FileSpec("config.json", weights=False),
+    FileSpec("diffusion_pytorch_model.safetensors", alternative="diffusion_pytorch_model.bin"),
+]
+
+# --- presets ------------------------------------------------------------------------------------
+# t0 per METHOD.md: colour/attribute edits 201–401, style/identity swaps 500–601.
+# Demo t0 values and settings were tuned on the trained tiny DDPM by pixel measures (models/demo/README.md).
+DEMO_PRESETS = [
+    Preset("Red → blue", "red", "blue", 301, "shapes", lambda_l1=1.0, epochs=4),
+    Preset("Circle → square", "circle", "square", 501, "shapes", lambda_l1=0.3, epochs=4, clip_loss_form="dir"),
+    # white → black does not learn on the CPU-trained models (models/demo/README.md); gray → black does.
+    # t0 701: at 601–651 the background turns only dark gray once mixed, and whether it passes for black
+    # flips with the CPU thread count; 701 is black either way, at the cost of softer outlines
+    Preset("Gray → black background", "gray background", "black background", 701, "shapes", lambda_l1=0.3,
+           epochs=4, clip_loss_form="dir"),
+]
+
+# Measured on tuning scenes (seeds ≥ 2 000 000) by the default path (models/demo/README.md, "The default
+# path"). Colours at t0 301 / λ_L1 1 (the red → blue preset) keep outlines best, but the fine-tune then
+# paints the background green → red or blue → yellow (0 %); t0 501 lets the shape be redrawn in the
+# new colour and λ_L1 3 holds the background and the layout.
+DEMO_RECIPE = {"t0": 501, "lambda_l1": 3.0, "epochs": 4, "clip_loss_form": "neglog"}
+DEMO_VOCABULARY = (
+    Vocabulary("colour", ("red", "green", "blue", "yellow")),
+    Vocabulary("shape", ("circle", "square", "triangle"), t0=501, lambda_l1=0.3, clip_loss_form="dir"),
+    Vocabulary("background", ("white background", "black background", "gray background"), t0=701,
+               lambda_l1=0.3, clip_loss_form="dir"),
+)
+
+# Values a face sample is told apart from when "blond hair" → "black hair" picks its training images.
+FACE_VOCABULARY = (
+    Vocabulary("hair colour", ("blond hair", "black hair", "brown hair", "grey hair", "red hair")),
+)
+
+FACE_PRESETS = [
+    Preset("Angry", "face", "angry face", 301, "face"),
+    Preset("Tanned", "face", "tanned face", 201, "face"),
+    Preset("Makeup", "face", "face with makeup", 301, "face"),
+    Preset("Grey hair", "face", "face with grey hair", 301, "face"),
+    Preset("Pixar", "face", "3D render in the style of Pixar", 601, "face"),
+    Preset("Sketch", "photo", "sketch", 601, "face"),
+    Preset("Neanderthal", "human", "Neanderthal", 601, "face"),
+    Preset("Zombie", "human", "zombie", 601, "face"),
+    Preset("Van Gogh", "photo", "painting in Van Gogh style", 601, "face"),
+]
+
+CHURCH_PRESETS = [
+    Preset("Red brick", "church", "red brick wall church", 301, "church"),
+    Preset("Golden", "church", "golden church", 301, "church"),
+    Preset("Wooden", "church", "wooden church", 401, "church"),
+    Preset("Snow covered", "church", "snow covered church", 401, "church"),
+    Preset("Gothic", "church", "gothic church", 601, "church"),
+]
+
+BEDROOM_PRESETS = [
+    Preset("Princess", "bedroom", "princess bedroom", 601, "bedroom"),
+    Preset("Wooden", "bedroom", "wooden bedroom", 401, "bedroom"),
+    Preset("Palace", "bedroom", "palace bedroom", 601, "bedroom"),
+]
+
+# The ADM bases (the project's own guided-diffusion UNet, core/adm.py).
+DOG_PRESETS = [
+    Preset("Bear", "dog", "bear", 500, "dog"),
+    Preset("Hamster", "dog", "hamster", 500, "dog"),
+    Preset("Zombie", "dog", "zombie", 500, "dog"),
+    Preset("Yorkshire", "dog", "yorkshire terrier", 500, "dog"),
+    Preset("Wolf", "dog", "wolf", 500, "dog"),
+]
+IMAGENET_PRESETS = [
+    Preset("Watercolor", "photo", "watercolor art", 601, "general"),
+    Preset("Van Gogh", "photo", "painting by Gogh", 601, "general"),
+    Preset("Cubism", "photo", "cubism art", 601, "general"),
+    Preset("Pop art", "photo", "pop art", 601, "general"),
+    Preset("Ukiyo-e", "photo", "ukiyo-e painting", 601, "general"),
+]
+
+
+# --- the entries --------------------------------------------------------------------------------
+def _ddpm256(base_id: str, domain: str, title: str, presets: list[Preset]) -> BaseSpec:
+    """One of google/ddpm-ema-{celebahq,church,bedroom}-256: they share an architecture and files."""
+    return BaseSpec(
+        id=base_id,
+        title=title,
+        domain=domain,
+        arch="ddpm",
+        resolution=256,
+        repo_id=f"google/ddpm-ema-{base_id}-256",
+        revision=None,
+        files=list(DDPM_FILES),
+        presets=list(presets),
+        config=dict(DDPM256_CONFIG),
+        vocabulary=FACE_VOCABULARY if domain == "face" else (),
+        # Not measured here (no GPU): the paper's t0 for the domain's typical edit; FinetuneConfig
+        # holds the paper's other defaults.
+        recipe={"t0": presets[0].t0},
+    )
+
+
+# In the order lists show them: the demo first (it is the default).
+BASES: tuple[BaseSpec, ...] = (
+    BaseSpec(
+        id="demo-shapes",
+        title="Demo shapes (32×32)",
+        domain="shapes",
+        arch="ddpm",
+        resolution=32,
+        presets=DEMO_PRESETS,
+        recipe=DEMO_RECIPE,
+        vocabulary=DEMO_VOCABULARY,
+        is_demo=True,
+        project_t0=300,
+        notes="Tiny DDPM trained on the procedural shapes world; weights ship in models/demo/unet.",
+    ),
+    _ddpm256("celebahq", "face", "CelebA-HQ faces (256×256)", FACE_PRESETS),
+    _ddpm256("church", "church", "LSUN church (256×256)", CHURCH_PRESETS),
+    _ddpm256("bedroom", "bedroom", "LSUN bedroom (256×256)", BEDROOM_PRESETS),
+    BaseSpec(
+        id="afhq-dog",
+        title="AFHQ dog (256×256, ADM, ILVR)",
+        domain="dog",
+        arch="adm",
+        resolution=256,
+        files=[FileSpec("afhqdog_p2.pt")],
+        presets=DOG_PRESETS,
+        recipe={"t0": 500},
+        config={"adm_config": "afhq_dog_256"},
+        notes="ILVR's AFHQ-dog checkpoint has no stable direct URL: put the file into the folder that "
+        "`dclip models download afhq-dog` names.",
+    ),
+    BaseSpec(
+        id="imagenet-512",
+        title="ImageNet (512×512, ADM, class-conditional)",
+        domain="general",
+        arch="adm",
+        resolution=512,
+        url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/512x512_diffusion.pt",
+        files=[FileSpec("512x512_diffusion.pt")],
+        presets=IMAGENET_PRESETS,
+        recipe={"t0": 601},
+        # Class-conditional: edits condition on one ImageNet class (config "class_label").
+        config={"adm_config": "imagenet_512", "class_label": 0},
+        loader="dclip_desktop.zoo.adm_loading:load_class_conditioned",
+    ),
+)
+CLIPS: tuple[ClipSpec, ...] = (
+    ClipSpec(
+        name="ViT-B-16-quickgelu",
+        title="OpenAI CLIP ViT-B/16",
+        pretrained_tag="openai",
+        repo_id="timm/vit_base_patch16_clip_224.openai",
+        files=[FileSpec("open_clip_model.safetensors", alternative="open_clip_pytorch_model.bin")],
+    ),
+    ClipSpec(
+        name="ViT-B-32-quickgelu",
+        title="OpenAI CLIP ViT-B/32",
+        pretrained_tag="openai",
+        repo_id="timm/vit_base_patch32_clip_224.openai",
+        files=[FileSpec("open_clip_model.safetensors", alternative="open_clip_pytorch_model.bin")],
+    ),
+    ClipSpec(name="demo-tiny", title="Demo tiny CLIP (32×32)", image_size=32, is_demo=True),
+)
+FACES: tuple[FaceSpec, ...] = (
+    FaceSpec(
+        id="facenet-vggface2",
+        title="FaceNet InceptionResnetV1 (VGGFace2)",
+        filename="20180402-114759-vggface2.pt",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    ),
+)
