@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .cancel import Cancelled, CancelToken, Progress, check, report
 from .config import FinetuneConfig  # torch-free, so the GUI can build one cheaply; exported here too
-from .ddim import ddim_generate, ddim_invert, ddim_step, generation_pairs
+from .ddim import Denoiser, ddim_generate, ddim_invert, ddim_step, generation_pairs
 from .lora import full_delta, inject_lora, lora_factors, lora_parameters, remove_lora
 from .mixing import ModelDenoiser
 from .schedule import DEFAULT_SCHEDULE, Schedule
@@ -80,7 +80,7 @@ EpochHook = Callable[[int, torch.Tensor], None]
 
 
 def precompute_latents(
-    base: nn.Module | ModelDenoiser,
+    base: nn.Module | Denoiser,
     x0: torch.Tensor,
     t0: int,
     s_for: int,
@@ -93,8 +93,8 @@ def precompute_latents(
 ) -> torch.Tensor:
     """Invert the training images with the original model, in batches (Algorithm 1/2, line 1).
 
-    Pass a ModelDenoiser instead of the model to count its UNet calls."""
-    den = base if isinstance(base, ModelDenoiser) else ModelDenoiser(base, autocast_dtype)
+    Pass a Denoiser (a ModelDenoiser counts its UNet calls) instead of the model to invert with it."""
+    den = ModelDenoiser(base, autocast_dtype) if isinstance(base, nn.Module) else base
     chunks = []
     n_chunks = math.ceil(len(x0) / batch_size)
     for c in range(n_chunks):

@@ -7,13 +7,14 @@ tokenizer. Images go in at 32² with the OpenAI mean/std, like any open_clip mod
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
+from ..errors import MissingWeights
 
 DEMO_CLIP_NAME = "dclip-demo-tiny"
 CLIP_CONFIG_FILE = f"{DEMO_CLIP_NAME}.json"
@@ -22,6 +23,13 @@ UNET_SUBDIR = "unet"
 
 Device = Union[str, torch.device]
 
+
+
+class DemoModelsMissing(MissingWeights, FileNotFoundError):
+    """The bundled demo weights are not where a checkout or the app bundle keeps them."""
+
+    def __str__(self) -> str:  # FileNotFoundError's own __str__ would format errno/filename
+        return str(self.args[0])
 
 def _bundle_roots() -> list[Path]:
     """Where bundled data lies: the frozen bundle (PyInstaller's folder), then the checkout."""
@@ -42,7 +50,7 @@ def demo_dir() -> Path:
         if (c / CLIP_CONFIG_FILE).is_file():
             return c
     tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
+    raise DemoModelsMissing(
         f"demo model folder not found (looked in: {tried}). Set DCLIP_DEMO_DIR to the folder that holds "
         f"{CLIP_CONFIG_FILE}, {CLIP_WEIGHTS_FILE} and {UNET_SUBDIR}/, or run from a full checkout."
     )
@@ -54,10 +62,6 @@ def samples_dir() -> Optional[Path]:
         if (root / "resources" / "samples").is_dir():
             return root / "resources" / "samples"
     return None
-
-
-def clip_config() -> dict:
-    return json.loads((demo_dir() / CLIP_CONFIG_FILE).read_text())
 
 
 def register_demo_clip() -> str:
@@ -93,7 +97,7 @@ def load_demo_clip(device: Device = "cpu"):
 
     path = demo_dir() / CLIP_WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"demo CLIP weights missing: {path} (train them with models/demo/train.py)")
+        raise DemoModelsMissing(f"demo CLIP weights missing: {path} (train them with models/demo/train.py)")
     model, tokenizer = build_demo_clip("cpu")
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     model.load_state_dict(state, strict=True)
@@ -107,7 +111,7 @@ def load_demo_unet(device: Device = "cpu"):
 
     path = demo_dir() / UNET_SUBDIR
     if not (path / "diffusion_pytorch_model.safetensors").is_file():
-        raise FileNotFoundError(f"demo UNet weights missing in {path} (train them with models/demo/train.py)")
+        raise DemoModelsMissing(f"demo UNet weights missing in {path} (train them with models/demo/train.py)")
     # low_cpu_mem_usage=False: what diffusers falls back to without `accelerate` (not a dependency),
     # asked for outright so that it does not warn on every load.
     model = UNet2DModel.from_pretrained(str(path), torch_dtype=torch.float32, low_cpu_mem_usage=False)

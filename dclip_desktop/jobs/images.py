@@ -170,15 +170,3 @@ def save_png(img: Image.Image | torch.Tensor, path: str | os.PathLike, metadata:
     if isinstance(img, torch.Tensor):
         img = tensor_to_pil(img)
     return atomic_write_bytes(path, encode_png(img, metadata))
-
-
-def unique_path(path: Path) -> Path:
-    """`path`, or `name (2).ext`, `name (3).ext`… — never an existing file."""
-    if not path.exists():
-        return path
-    k = 2
-    while True:
-        candidate = path.with_name(f"{path.stem} ({k}){path.suffix}")
-        if not candidate.exists():
-            return candidate
-        k += 1

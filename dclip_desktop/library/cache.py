@@ -104,11 +104,6 @@ class CacheStats:
     corrupt: int = 0
     write_errors: int = 0
 
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
 
 class LatentCache:
     def __init__(self, root: Optional[Path] = None, cap_bytes: int = DEFAULT_CAP) -> None:

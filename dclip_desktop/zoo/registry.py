@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..core.config import FinetuneConfig
 from .catalogue import (
     BASES,
     BEDROOM_PRESETS,
@@ -49,8 +50,7 @@ __all__ = [
     "register_base", "register_clip", "register_face", "vocabulary_for",
 ]
 
-# FinetuneConfig.t0 (core.finetune, which needs torch): the t0 of a base without a recipe
-DEFAULT_T0 = 400
+DEFAULT_T0 = FinetuneConfig.t0  # the t0 of a base without a recipe
 
 
 # --- the registry -------------------------------------------------------------------------------
