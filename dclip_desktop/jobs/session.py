@@ -65,7 +65,7 @@ class Session:
 
     def clip_name(self, base_id: str) -> str:
         spec = self.spec(base_id)
-        return "demo-tiny" if getattr(spec, "is_demo", False) else "ViT-B-16-quickgelu"
+        return "demo-tiny" if spec.is_demo else "ViT-B-16-quickgelu"
 
     def clip(self, name: str):
         if name not in self._clips:
