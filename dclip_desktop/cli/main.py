@@ -53,6 +53,7 @@ def _show_warnings() -> None:
 def main(argv: list[str] | None = None) -> int:
     _show_warnings()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.debug:
             raise
-        log = _write_crash_log()
+        log = _write_crash_log(argv)
         print(f"dclip {args.command}: internal error ({type(exc).__name__}: {_first_line(exc)}). This is a bug; "
               f"the traceback is in {log} (or run again with --debug). Please report it.", file=sys.stderr)
         return 1
@@ -86,7 +87,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else "no message"
 
 
-def _write_crash_log() -> str:
+def _write_crash_log(argv: list[str]) -> str:
     """Append the current traceback to the log file, and return where it went (stderr if nowhere)."""
     import time
     import traceback
@@ -97,7 +98,7 @@ def _write_crash_log() -> str:
         path = log_dir() / "dclip-errors.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
-            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dclip {' '.join(sys.argv[1:])}\n")
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} dclip {' '.join(argv)}\n")
             f.write(traceback.format_exc())
         return str(path)
     except OSError:
