@@ -161,6 +161,7 @@ def _visible_pngs(out: Path) -> list[Path]:
     return [p for p in out.rglob("*.png") if not p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_leaves_no_duplicate_or_partial(engine, tmp_path):
     from dclip_desktop.jobs.batch_job import read_manifest, run_batch
     from dclip_desktop.jobs.errors import JobError
@@ -233,6 +234,7 @@ def test_refuses_to_write_into_the_input(engine, tmp_path):
     assert sorted(p.name for p in src.rglob("*")) == ["sub", "x.png"]
 
 
+@pytest.mark.slow
 def test_compiled_batch_writes_the_same_images(engine, tmp_path):
     """Settings → compile for batches (inductor with frozen weights on a CPU) changes speed, not
     results: the same folder edited with and without it gives the same pixels (±1 level)."""

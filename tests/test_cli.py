@@ -90,6 +90,7 @@ def test_finetune_edit_info_reconstruct_on_the_demo_base(tmp_path, capsys):
     assert res == 0 and len(list((tmp_path / "cands").glob("*.png"))) == 2
 
 
+@pytest.mark.slow
 def test_dclip_demo_writes_grid_and_metrics(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--train", "4", "--eval", "3", "--epochs", "1", "-q"]) == 0
     report = json.loads((tmp_path / "demo-metrics.json").read_text())

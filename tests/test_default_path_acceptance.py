@@ -19,6 +19,8 @@ from dclip_desktop.jobs.session import Session
 from dclip_desktop.jobs.settings import Settings
 from dclip_desktop.zoo.registry import find_preset_for, get_base, vocabulary_for
 
+pytestmark = pytest.mark.slow  # acceptance: fine-tunes the demo base end to end
+
 N_EVAL = 32
 # Four of the pairs `dclip demo --matrix` measured at or above the success bar, none of them a preset.
 PAIRS = [("green", "red"), ("blue", "green"), ("square", "circle"), ("gray background", "white background")]

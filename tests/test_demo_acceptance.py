@@ -22,6 +22,8 @@ from dclip_desktop.jobs.settings import Settings
 from dclip_desktop.jobs.translate_job import TranslateRequest, translate_tensor
 from dclip_desktop.zoo.registry import recipe_for
 
+pytestmark = pytest.mark.slow  # acceptance: fine-tunes the demo base end to end
+
 N_TRAIN = 48
 N_EVAL = 100
 HELDOUT = range(world.HELDOUT_SEED_START, world.HELDOUT_SEED_START + N_EVAL)

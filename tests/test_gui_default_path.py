@@ -4,9 +4,12 @@ Apply, with every other setting as the window starts. The red circle must come o
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.gui_helpers import close_boxes
+
+pytestmark = pytest.mark.slow  # acceptance: fine-tunes the demo base end to end
 
 LONG = 600_000
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "red_circle.png"

@@ -107,6 +107,7 @@ def _mean_rgb(img):
     return qimage_to_array(img).reshape(-1, 3).astype(float).mean(0)
 
 
+@pytest.mark.slow
 def test_open_finetune_apply_save(qtbot, window, tmp_path):
     from dclip_desktop.demo import world
     from dclip_desktop.demo.evaluate import colour_progress
@@ -168,6 +169,7 @@ def test_cancel_finetune_leaves_no_entry(qtbot, window):
     assert "Cancelled" in p.status.text()
 
 
+@pytest.mark.slow
 def test_paint_generate_mix_and_library_ops(qtbot, window, tmp_path):
     w = window
     _finetune(qtbot, w, "blue")

@@ -165,6 +165,7 @@ def test_batch_size_is_capped_at_the_file_count(env, tmp_path, capsys):
 
 
 # --- the latent cache only touches files it wrote ------------------------------------------------------
+@pytest.mark.slow
 def test_latent_cache_in_a_users_folder_touches_only_its_own_files(env, tmp_path, capsys, monkeypatch):
     from safetensors.torch import save_file
 

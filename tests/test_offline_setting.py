@@ -56,10 +56,7 @@ def _settings_dialog_unticks_offline(w):
 def test_turning_offline_off_in_settings_takes_effect_at_once(qtbot, window, hub, fake_base):  # noqa: F811
     weights = payload(20_000, seed=5)
     _fake_repo(hub, "acme/fake-ddpm", {"config.json": b"{}", "diffusion_pytorch_model.safetensors": weights})
-    from dclip_desktop.gui.ui.base_models_dialog import BaseModelsDialog
-
-    dialog = BaseModelsDialog(window.controller, window)
-    qtbot.addWidget(dialog)
+    dialog = window.open_base_models()  # Models → Base models…
 
     _, message, _, failure = _download(qtbot, dialog, "test-fake", window.controller.failed)
     assert failure == "missing weights" and "offline" in message

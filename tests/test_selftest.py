@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from dclip_desktop.demo import world
 from dclip_desktop.selftest import check_edit
+
+pytestmark = pytest.mark.slow  # acceptance: fine-tunes the demo base end to end
 
 
 def test_self_test_passes_headless(tmp_path):

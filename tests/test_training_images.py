@@ -69,6 +69,7 @@ def _share_of(images: torch.Tensor, colour: str) -> float:
     return hits / len(images)
 
 
+@pytest.mark.slow
 def test_sampled_training_images_show_the_source(session):
     req = FinetuneRequest("demo-shapes", "red", "blue", "x", sample_count=11)
     chosen = training_images(session, req, None, None)

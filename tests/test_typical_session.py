@@ -21,6 +21,8 @@ from dclip_desktop.demo.evaluate import colour_progress
 from dclip_desktop.jobs.images import load_image
 from dclip_desktop.jobs.metadata import read_metadata
 
+pytestmark = pytest.mark.slow  # acceptance: fine-tunes the demo base end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
