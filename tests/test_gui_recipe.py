@@ -23,8 +23,8 @@ def _expected(base_id: str, source: str, target: str) -> dict:
 
 
 def _used(panel: PromptPanel) -> dict:
-    """The settings the Fine-tune button would hand to the engine."""
-    panel.collect()
+    """The settings the Fine-tune button would hand to the engine (the widgets are bound to the model:
+    nothing is copied out of them first)."""
     cfg = panel.model.params.to_request().config
     return {k: getattr(cfg, k) for k in RECIPE_FIELDS}
 

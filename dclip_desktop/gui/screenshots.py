@@ -62,29 +62,15 @@ def _red_scenes(folder: Path, n: int = 24) -> Path:
     return folder
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = Path(argv[0] if argv else "resources/screenshots")
-    out.mkdir(parents=True, exist_ok=True)
-    from .app import create_window, ensure_app
+def _idle(app, c, seconds: int) -> None:
+    _wait(app, c.busy_changed, seconds, lambda busy: not busy)
 
-    app = ensure_app([sys.argv[0]])
-    app.setStyle("Fusion")
-    w = create_window()
-    w.resize(1500, 920)
-    w.show()
-    c = w.controller
-    if c.busy:
-        _wait(app, c.busy_changed, 120, lambda busy: not busy)
-    _settle(app)
-    tmp = Path(tempfile.mkdtemp(prefix="dclip-shots-"))
-    w.open_image(str(_scene(tmp / "red-circle.png")))
-    _wait(app, c.busy_changed, 120, lambda busy: not busy)
-    if w.last_error_box is not None:
-        w.last_error_box.close()
-    p = w.prompt
+
+def _train_and_apply(app, w, tmp: Path) -> None:
+    """The demo's Red → blue preset, trained on a folder of red scenes (about a minute on a CPU), applied
+    to the opened red circle."""
+    c, p = w.controller, w.prompt
     if not w.mixing.rows and w.doc.input is not None:
-        # the demo's Red → blue preset, trained on a folder of red scenes (about a minute on a CPU)
         presets = [p.preset_combo.itemData(i) for i in range(p.preset_combo.count())]
         red = next((i for i, pr in enumerate(presets) if pr is not None and pr.source == "red"), None)
         if red is not None:
@@ -94,13 +80,16 @@ def main(argv=None) -> int:
         p.folder_edit.setText(str(_red_scenes(tmp / "train")))
         p.folder_radio.setChecked(True)
         if p.start():
-            _wait(app, c.busy_changed, 600, lambda busy: not busy)
+            _idle(app, c, 600)
     if w.mixing.rows and w.doc.input is not None:
         w.mixing.set_checked(w.mixing.rows[0].name, True)
         if w.mixing_panel.apply():
-            _wait(app, c.busy_changed, 300, lambda busy: not busy)
+            _idle(app, c, 300)
     if w.last_error_box is not None:
         w.last_error_box.close()
+
+
+def _shoot_canvas(app, w, out: Path) -> None:
     w.view.set_mode("slider")
     w.view.set_split(0.5)
     _settle(app)
@@ -109,22 +98,26 @@ def main(argv=None) -> int:
     _settle(app)
     w.grab().save(str(out / "main-side-by-side.png"))
 
+
+def _shoot_painting(app, w, out: Path) -> None:
     w.tabs.setCurrentWidget(w.paint_panel)
-    pm = w.paint
-    pm.new_blank(w.base.resolution)
+    pm, s = w.paint, w.base.resolution
+    pm.new_blank(s)
     pm.set_color(QColor(220, 30, 30))
-    pm.set_brush_size(max(2, w.base.resolution // 4))
+    pm.set_brush_size(max(2, s // 4))
     pm.begin_stroke()
-    s = w.base.resolution
     pm.stroke(QPointF(s * 0.3, s * 0.5), QPointF(s * 0.7, s * 0.45))
     if w.mixing.validate() is None:
         w.paint_panel.seeds_spin.setValue(4)
         w.paint_panel.rounds_spin.setValue(2)
         if w.paint_panel.generate():
-            _wait(app, c.busy_changed, 300, lambda busy: not busy)
+            _idle(app, w.controller, 300)
     w.tabs.setCurrentWidget(w.paint_panel)
     _settle(app)
     w.grab().save(str(out / "painting.png"))
+
+
+def _shoot_docks_and_dialogs(app, w, out: Path, tmp: Path) -> None:
     w.tabs.setCurrentIndex(0)
     if w.mixing.checked():
         w.mixing.split_by_t0()  # show the schedule editor, filled by Split by t0
@@ -141,6 +134,32 @@ def main(argv=None) -> int:
     _settle(app)
     batch.grab().save(str(out / "batch.png"))
     batch.close()
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Path(argv[0] if argv else "resources/screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    from .app import create_window, ensure_app
+
+    app = ensure_app([sys.argv[0]])
+    app.setStyle("Fusion")
+    w = create_window()
+    w.resize(1500, 920)
+    w.show()
+    c = w.controller
+    if c.busy:
+        _idle(app, c, 120)
+    _settle(app)
+    tmp = Path(tempfile.mkdtemp(prefix="dclip-shots-"))
+    w.open_image(str(_scene(tmp / "red-circle.png")))
+    _idle(app, c, 120)
+    if w.last_error_box is not None:
+        w.last_error_box.close()
+    _train_and_apply(app, w, tmp)
+    _shoot_canvas(app, w, out)
+    _shoot_painting(app, w, out)
+    _shoot_docks_and_dialogs(app, w, out, tmp)
     w.close()
     c.shutdown()
     print("\n".join(str(p) for p in sorted(out.glob("*.png"))))

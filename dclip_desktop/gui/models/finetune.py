@@ -1,12 +1,13 @@
 """State of the prompt panel (the fine-tune settings) and the live loss history.
 
 The recipe fields (t0, λ_L1, epochs, lr, loss form) follow the zoo's `recipe_for(base, source, target)`
-as the user picks a base or a preset or types the text pair, except those the user set by hand.
+as the user picks a base or a preset or types the text pair, except those the user set by hand: any
+change of a recipe field that the recipe did not make itself (a bound widget's, `set_by_hand`'s).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
@@ -14,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 from ...core.config import FinetuneConfig, check_prompt, config_from_recipe  # pure Python: cheap on the GUI thread
 from ...errors import BadInput
 from ...zoo.registry import RECIPE_KEYS as RECIPE_FIELDS  # pure data, as cheap
+from ..properties import Property, observable_fields
 
 PROMPT_FIELDS = ("base_id", "source", "target", "name", "images_dir", "sample_count")
 CONFIG_FIELDS = tuple(f.name for f in fields(FinetuneConfig))
@@ -74,63 +76,103 @@ def _tuning(base_id: str, source: str, target: str) -> dict:
     return recipe_for(spec, source.strip(), target.strip())
 
 
-class FinetuneModel(QObject):
-    """Params plus the running job's observable state (loss rows, last epoch)."""
+class FinetuneModel(observable_fields(FinetuneConfig, "FinetuneFields")):
+    """The fine-tune settings as observable properties (every FinetuneConfig field, the prompt, the
+    training images) plus the running job's loss rows. Widgets bind to the properties both ways."""
 
-    changed = Signal()
+    base_id = Property("demo-shapes")
+    source = Property("")
+    target = Property("")
+    name = Property("")
+    folder = Property("")  # the training photos' folder, used when use_folder
+    use_folder = Property(False)  # else: sample from the base
+    sample_count = Property(24)
+    by_hand = Property(frozenset())  # recipe fields the user changed: the recipe leaves them alone
     losses_changed = Signal()
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
-        self.params = FinetuneParams()
-        self.by_hand: set[str] = set()  # recipe fields the user changed: the recipe leaves them alone
         self.losses: list[tuple[int, float]] = []  # (step, total loss)
         self.total_steps = 0
+        self._following = False  # while the recipe fills fields: those changes are not the user's
         self._follow_recipe()
+
+    # --- what the Fine-tune button submits ----------------------------------------------------
+    @property
+    def images_dir(self) -> Optional[str]:
+        return self.folder if self.use_folder else None
+
+    @images_dir.setter
+    def images_dir(self, path: Optional[str]) -> None:
+        if path:
+            self.folder = path
+        self.use_folder = bool(path)
+
+    @property
+    def config(self) -> FinetuneConfig:
+        return FinetuneConfig(**{k: getattr(self, k) for k in CONFIG_FIELDS})
+
+    @property
+    def params(self) -> FinetuneParams:
+        """The settings as they are now, a copy of their own: later changes do not reach a submitted job."""
+        return FinetuneParams(self.base_id, self.source, self.target, self.name, self.images_dir,
+                              self.sample_count, self.config)
 
     # --- the recipe -------------------------------------------------------------------------
     def recipe(self) -> dict:
         """Every recipe field for the current base and text pair."""
-        return recipe(self.params.base_id, self.params.source, self.params.target)
+        return recipe(self.base_id, self.source, self.target)
 
     def set_prompt(self, **kw) -> None:
         """A new base_id, source or target: the fields not set by hand take that pair's recipe."""
-        for k, v in kw.items():
+        for k in kw:
             if k not in ("base_id", "source", "target"):
                 raise AttributeError(k)
-            setattr(self.params, k, v)
+        for k, v in kw.items():
+            setattr(self, k, v)
         self._follow_recipe()
-        self.changed.emit()
 
     def set_by_hand(self, name: str, value) -> None:
         """The user changed a recipe field. It keeps that value through later pairs and presets, until
-        the user gives it the recipe's own value again (then it follows the recipe once more)."""
+        the user gives it the recipe's own value again (then it follows the recipe once more). Setting
+        the property (a bound widget does) is the same."""
         if name not in RECIPE_FIELDS:
             raise AttributeError(name)
-        setattr(self.params.config, name, value)
-        if value == self.recipe()[name]:
-            self.by_hand.discard(name)
+        setattr(self, name, value)
+        self._mark(name)
+
+    def _mark(self, name: str) -> None:
+        if getattr(self, name) == self.recipe()[name]:
+            self.by_hand = self.by_hand - {name}
         else:
-            self.by_hand.add(name)
-        self.changed.emit()
+            self.by_hand = self.by_hand | {name}
 
     def _follow_recipe(self) -> None:
         """The settings the user set (by hand, or outside the recipe) stay; the recipe fills the rest."""
-        p = self.params
-        kept = {k: v for k, v in asdict(p.config).items() if k not in RECIPE_FIELDS or k in self.by_hand}
-        p.config = config_from_recipe(_tuning(p.base_id, p.source, p.target), kept)
+        rec = self.recipe()
+        self._following = True
+        try:
+            for k in RECIPE_FIELDS:
+                if k not in self.by_hand:
+                    setattr(self, k, rec[k])
+        finally:
+            self._following = False
+
+    def _property_changed(self, name: str, value) -> None:
+        if name in ("base_id", "source", "target"):
+            self._follow_recipe()
+        elif name in RECIPE_FIELDS and not self._following:
+            self._mark(name)
 
     def update(self, **kw) -> None:
-        """Set prompt fields and FinetuneConfig fields by name (the panel's `collect`)."""
-        for k, v in kw.items():
-            if k in PROMPT_FIELDS:
-                setattr(self.params, k, v)
-            elif k in CONFIG_FIELDS:
-                setattr(self.params.config, k, v)
-            else:
+        """Set prompt fields and FinetuneConfig fields by name (a recipe field set so counts as by hand)."""
+        for k in kw:
+            if k not in PROMPT_FIELDS and k not in CONFIG_FIELDS:
                 raise AttributeError(k)
-        self.changed.emit()
+        for k, v in kw.items():
+            setattr(self, k, v)
 
+    # --- the running job --------------------------------------------------------------------
     def reset_losses(self) -> None:
         self.losses = []
         self.total_steps = 0

@@ -3,7 +3,6 @@ schedule γ_i(t), and the degree of change γ. Builds the engine's EditRequest a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
@@ -12,19 +11,28 @@ from PySide6.QtCore import QObject, Signal
 from ...core.config import WeightSchedule, check_weights, validate_degree
 from ...errors import BadInput
 from ...zoo.registry import attribute_t0
+from ..properties import Observable, Property
 
 
-@dataclass
-class AttrRow:
-    id: str
-    name: str
-    t0: int = 0
-    label: str = ""  # "source → target"
-    checked: bool = False
-    weight: float = 1.0
+class AttrRow(Observable):
+    """One library attribute in the mix: whether it is ticked and its weight are observable."""
+
+    checked = Property(False, bool)
+    weight = Property(1.0, float)
+
+    def __init__(self, id: str, name: str, t0: int = 0, label: str = "", checked: bool = False,
+                 weight: float = 1.0) -> None:
+        super().__init__()
+        self.id, self.name, self.t0, self.label = id, name, t0, label  # label: "source → target"
+        self.checked, self.weight = checked, weight
 
 
-class MixingModel(QObject):
+class MixingModel(Observable):
+    """The mix. Ticking a row shares the weights equally among the ticked rows (Equalize)."""
+
+    degree = Property(1.0, float)  # γ
+    use_schedule = Property(False, bool)
+    schedule = Property([])  # [[threshold, [weights of the checked rows]], ...]; assign, never mutate
     changed = Signal()  # rows, weights, schedule or degree changed
     rows_changed = Signal()  # the list of attributes changed (rebuild widgets)
     message_changed = Signal(str)  # inline validation / engine error ("" clears)
@@ -32,10 +40,8 @@ class MixingModel(QObject):
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self.rows: list[AttrRow] = []
-        self.degree = 1.0
-        self.use_schedule = False
-        self.schedule: list[list] = []  # [threshold, [weights of the checked rows]]
         self.engine_message = ""
+        self._share = True  # a tick shares the weights; off while settings are applied as a whole
 
     # --- attributes -------------------------------------------------------------------------
     def set_entries(self, entries) -> None:
@@ -45,8 +51,11 @@ class MixingModel(QObject):
         for e in entries:
             prev = old.get(e.id)
             label = f"{e.source} → {e.target}" if e.source or e.target else ""
-            rows.append(AttrRow(e.id, e.name, attribute_t0(e.t0, e.base_id), label, prev.checked if prev else False,
-                                prev.weight if prev else 1.0))
+            row = AttrRow(e.id, e.name, attribute_t0(e.t0, e.base_id), label, prev.checked if prev else False,
+                          prev.weight if prev else 1.0)
+            row.checked_changed.connect(self._on_checked)
+            row.weight_changed.connect(self._changed)
+            rows.append(row)
         self.rows = rows
         self._schedule_fit()
         self.rows_changed.emit()
@@ -65,53 +74,59 @@ class MixingModel(QObject):
         return [r for r in self.rows if r.checked]
 
     def set_checked(self, name: str, on: bool, share: bool = True) -> None:
-        self.row(name).checked = on
-        if share:
+        """Tick or untick (a bound check box sets `row.checked`, which is the same with share)."""
+        row, self._share = self.row(name), share
+        try:
+            row.checked = on
+        finally:
+            self._share = True
+
+    def _on_checked(self, *_) -> None:
+        if self._share:
             self.equalize()
         self._schedule_fit()
         self._changed()
 
     def set_weight(self, name: str, weight: float) -> None:
-        self.row(name).weight = float(weight)
-        self._changed()
+        self.row(name).weight = weight
 
     def equalize(self) -> None:
         rows = self.checked()
-        for r in rows:
+        for r in rows[:-1]:
             r.weight = round(1.0 / len(rows), 4)
         if rows:  # make the sum exact
             rows[-1].weight = round(1.0 - sum(r.weight for r in rows[:-1]), 4)
         self._changed()
 
     def set_degree(self, degree: float) -> None:
-        self.degree = float(degree)
-        self._changed()
+        self.degree = degree
 
     def apply_settings(self, meta: dict) -> None:
-        """Tick, weigh, schedule and set γ as the output whose checked metadata (`jobs.metadata.read_metadata`)
+        """Tick, weigh, schedule and set γ as the output whose checked metadata (`jobs.images.read_metadata`)
         is `meta` was made."""
         weights = {a.get("name"): a["weight"] for a in meta.get("attributes") or []}
-        for row in self.rows:
-            row.checked = row.name in weights
-            row.weight = weights.get(row.name, row.weight)
+        self._share = False
+        try:
+            for row in self.rows:
+                row.checked = row.name in weights
+                row.weight = weights.get(row.name, row.weight)
+        finally:
+            self._share = True
         sched = meta.get("schedule") or []
         self.schedule = [[t, list(ws)] for t, ws in sched]
         self.use_schedule = len(sched) > 1
-        self.rows_changed.emit()
         degree = meta.get("degree")
-        self.set_degree(1.0 if degree is None else degree)
+        self.degree = 1.0 if degree is None else degree
 
     # --- schedule ---------------------------------------------------------------------------
     def set_use_schedule(self, on: bool) -> None:
-        self.use_schedule = bool(on)
-        if on and not self.schedule:
+        self.use_schedule = on
+        if on and not self.schedule:  # already on, with no rows
             self.reset_schedule()
-        self._changed()
 
     def reset_schedule(self) -> None:
         w = [r.weight for r in self.checked()]
         self.schedule = [[500, list(w)], [0, list(w)]]
-        self._changed()
 
     def split_by_t0(self) -> None:
         """Coarse to fine: each band of steps to the ticked attribute with the smallest t0 above it."""
@@ -120,36 +135,42 @@ class MixingModel(QObject):
             return
         try:
             sched = WeightSchedule.by_t0([r.t0 for r in rows], [r.weight for r in rows])
-        except ValueError as exc:
+        except BadInput as exc:
             self.set_engine_message(str(exc))
             return
         self.schedule = [[th, list(ws)] for th, ws in sched.rows]
         self.use_schedule = True
-        self._changed()
 
     def add_schedule_row(self) -> None:
         n = len(self.checked())
         top = self.schedule[0][0] if self.schedule else 0
-        self.schedule.insert(0, [min(999, top + 200), [1.0 / n] * n if n else []])
-        self._changed()
+        self.schedule = [[min(999, top + 200), [1.0 / n] * n if n else []], *self._schedule_copy()]
 
     def remove_schedule_row(self, index: int) -> None:
-        del self.schedule[index]
-        self._changed()
+        rows = self._schedule_copy()
+        del rows[index]
+        self.schedule = rows
 
     def set_schedule_cell(self, row: int, col: int, value: float) -> None:
         """col 0 is the threshold t; col k ≥ 1 the weight of the k-th checked attribute."""
+        rows = self._schedule_copy()
         if col == 0:
-            self.schedule[row][0] = int(value)
+            rows[row][0] = int(value)
         else:
-            self.schedule[row][1][col - 1] = float(value)
-        self._changed()
+            rows[row][1][col - 1] = float(value)
+        self.schedule = rows
+
+    def _schedule_copy(self) -> list[list]:
+        return [[th, list(ws)] for th, ws in self.schedule]
 
     def _schedule_fit(self) -> None:
         n = len(self.checked())
-        for row in self.schedule:
-            ws = row[1]
-            row[1] = (ws + [0.0] * n)[:n]
+        self.schedule = [[th, (list(ws) + [0.0] * n)[:n]] for th, ws in self.schedule]
+
+    def _property_changed(self, name: str, value) -> None:
+        if name == "use_schedule" and value and not self.schedule:
+            self.reset_schedule()
+        self._changed()
 
     # --- validation and the request ---------------------------------------------------------
     def validate(self) -> Optional[str]:
@@ -186,7 +207,7 @@ class MixingModel(QObject):
     def message(self) -> str:
         return self.validate() or self.engine_message or ""
 
-    def _changed(self) -> None:
+    def _changed(self, *_) -> None:
         self.engine_message = ""
         self.changed.emit()
         self.message_changed.emit(self.message())

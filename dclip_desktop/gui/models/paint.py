@@ -1,4 +1,5 @@
-"""The stroke-painting document: a small RGB image at the base's resolution, the brush, and undo."""
+"""The stroke-painting document: a small RGB image at the base's resolution, the brush, undo, and the
+settings of "Generate" (how many candidates, from which seed, how many rounds)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,31 @@ from typing import Optional
 from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 
+from ..properties import Observable, Property
+
 MAX_UNDO = 50
 
 
-class PaintModel(QObject):
+def _brush_px(px) -> int:
+    return max(1, int(px))
+
+
+class PaintModel(Observable):
+    """The canvas's pixels and undo, and the brush and Generate settings the paint panel binds to."""
+
+    color = Property(QColor(220, 30, 30), QColor)
+    brush_size = Property(4, _brush_px)
+    eraser = Property(False, bool)
+    seed_count = Property(4, int)  # candidates: one per seed
+    first_seed = Property(0, int)
+    rounds = Property(8, int)  # K rounds of stroke-conditioned generation
     changed = Signal()  # pixels changed
-    brush_changed = Signal()
 
     def __init__(self, size: int = 32, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
-        self.color = QColor(220, 30, 30)
         self.background = QColor(245, 245, 245)
         self.brush_size = max(1, size // 8)
-        self.eraser = False
+        self.resolution = size  # the base's: what a new blank canvas and "paint over" use
         self.image = self._blank(size)
         self._undo: list[QImage] = []
         self._redo: list[QImage] = []
@@ -33,25 +46,32 @@ class PaintModel(QObject):
     def size(self) -> int:
         return self.image.width()
 
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seed_count))
+
     # --- brush ------------------------------------------------------------------------------
     def set_color(self, color: QColor) -> None:
-        self.color = QColor(color)
+        """Pick a colour (and leave the eraser)."""
+        self.color = color
         self.eraser = False
-        self.brush_changed.emit()
 
     def set_brush_size(self, px: int) -> None:
-        self.brush_size = max(1, int(px))
-        self.brush_changed.emit()
+        self.brush_size = px
 
     def set_eraser(self, on: bool) -> None:
-        self.eraser = bool(on)
-        self.brush_changed.emit()
+        self.eraser = on
 
     # --- document ---------------------------------------------------------------------------
     def _snapshot(self) -> None:
         self._undo.append(self.image.copy())
         del self._undo[:-MAX_UNDO]
         self._redo.clear()
+
+    def set_resolution(self, size: int) -> None:
+        """Another base: a blank canvas at its resolution (undoable)."""
+        if size != self.resolution:
+            self.resolution = size
+            self.new_blank(size)
 
     def new_blank(self, size: Optional[int] = None) -> None:
         self._snapshot()

@@ -60,7 +60,7 @@ class MainWindow(QMainWindow):
         self.library = LibraryModel(settings.library_dir, self)
         bases = usable_bases()
         default = settings.default_base if any(b.id == settings.default_base for b in bases) else bases[0].id
-        self.finetune.params.base_id = default
+        self.finetune.base_id = default
         self.base = base_info(default)
         self.paint = PaintModel(self.base.resolution, self)
 
@@ -182,7 +182,7 @@ class MainWindow(QMainWindow):
         if base_id == self.base.id and self.mixing_panel.base_id == base_id:
             return
         self.base = base_info(base_id)
-        self.paint_panel.set_base_size(self.base.resolution)
+        self.paint.set_resolution(self.base.resolution)
         self.mixing_panel.set_base(base_id)
 
     # --- file -------------------------------------------------------------------------------
@@ -267,9 +267,11 @@ class MainWindow(QMainWindow):
         from .settings_dialog import SettingsDialog
 
         dlg = SettingsDialog(self.settings, self)
-        if dlg.exec():
-            self.apply_settings(dlg.result_settings())
-        return dlg
+        try:
+            if dlg.exec():
+                self.apply_settings(dlg.result_settings())
+        finally:  # a modal dialog is done with once it closes: Qt deletes it, not Python's collector at exit
+            dlg.deleteLater()
 
     def apply_settings(self, new) -> None:
         try:

@@ -3,6 +3,7 @@ a time-dependent schedule editor (threshold t → weights), the degree of change
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -24,10 +25,18 @@ from ...errors import Kind
 from ..models.document import DocumentModel, Result
 from ..models.library import LibraryModel
 from ..models.mixing import MixingModel
+from ..properties import bind, follow
 from ..tasks import make_edit
 
 
+def _percent(degree: float) -> int:
+    """γ on the 0–100 slider (a γ the engine refuses, NaN, shows at 0; the model keeps it)."""
+    return round(degree * 100) if math.isfinite(degree) else 0
+
+
 class MixingPanel(QWidget):
+    """Layout over a MixingModel: the ticks, weights, schedule switch and γ are bound to its properties."""
+
     applied = Signal(int)  # index of the new result
 
     def __init__(self, model: MixingModel, library: LibraryModel, doc: DocumentModel, controller,
@@ -44,37 +53,11 @@ class MixingPanel(QWidget):
         self.empty_label.setWordWrap(True)
         equal = QPushButton("Equalize weights")
         equal.clicked.connect(model.equalize)
-
         self.schedule_check = QCheckBox("Time-dependent schedule (t ≥ threshold → weights)")
-        self.schedule_check.toggled.connect(model.set_use_schedule)
-        self.table = QTableWidget(0, 1)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setMinimumHeight(90)
-        add = QPushButton("Add row")
-        add.clicked.connect(model.add_schedule_row)
-        rem = QPushButton("Remove row")
-        rem.clicked.connect(lambda: self.table.currentRow() >= 0 and model.remove_schedule_row(self.table.currentRow()))
-        reset = QPushButton("Reset")
-        reset.clicked.connect(model.reset_schedule)
-        self.split_button = split = QPushButton("Split by t0")
-        split.setToolTip("Coarse to fine: the attribute with the largest t0 takes the early, noisy steps, each\n"
-                         "other one the steps below its own t0; each acts at full strength in its band.")
-        split.clicked.connect(model.split_by_t0)
-        self.schedule_box = QWidget()
-        sl = QVBoxLayout(self.schedule_box)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(self.table)
-        br = QHBoxLayout()
-        for b in (add, rem, reset, split):
-            br.addWidget(b)
-        br.addStretch(1)
-        sl.addLayout(br)
-
+        self._build_schedule(model)
         self.degree_slider = QSlider(Qt.Orientation.Horizontal)
         self.degree_slider.setRange(0, 100)
-        self.degree_slider.setValue(int(round(model.degree * 100)))
         self.degree_label = QLabel()
-        self.degree_slider.valueChanged.connect(lambda v: model.set_degree(v / 100))
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.setStyleSheet("color: #d9534f;")
@@ -95,17 +78,45 @@ class MixingPanel(QWidget):
         lay.addWidget(self.apply_button)
         lay.addStretch(1)
 
+        bind(model, "use_schedule", self.schedule_check)
+        follow(model, "use_schedule", self.schedule_box, self.schedule_box.setVisible)
+        bind(model, "degree", self.degree_slider, to_widget=_percent, to_model=lambda v: v / 100)
+        bind(model, "degree", self.degree_label, to_widget=lambda d: f"{d:.2f}")
         model.rows_changed.connect(self._rebuild_rows)
-        model.changed.connect(self._sync)
-        model.message_changed.connect(self._show_message)
+        model.changed.connect(self._refresh)
+        model.message_changed.connect(self.message.setText)
         library.changed.connect(self.reload)
-        doc.input_changed.connect(self._sync)
-        controller.busy_changed.connect(self._sync)
+        doc.input_changed.connect(self._refresh)
+        controller.busy_changed.connect(self._refresh)
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
-        self.table.cellChanged.connect(self._on_cell)
         self._rebuild_rows()
-        self._sync()
+
+    def _build_schedule(self, model: MixingModel) -> None:
+        """The schedule table (t ≥ threshold → weights) and its buttons."""
+        self.table = QTableWidget(0, 1)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(90)
+        self.table.cellChanged.connect(self._on_cell)
+        add = QPushButton("Add row")
+        add.clicked.connect(model.add_schedule_row)
+        rem = QPushButton("Remove row")
+        rem.clicked.connect(lambda: self.table.currentRow() >= 0 and model.remove_schedule_row(self.table.currentRow()))
+        reset = QPushButton("Reset")
+        reset.clicked.connect(model.reset_schedule)
+        self.split_button = split = QPushButton("Split by t0")
+        split.setToolTip("Coarse to fine: the attribute with the largest t0 takes the early, noisy steps, each\n"
+                         "other one the steps below its own t0; each acts at full strength in its band.")
+        split.clicked.connect(model.split_by_t0)
+        self.schedule_box = QWidget()
+        sl = QVBoxLayout(self.schedule_box)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.table)
+        br = QHBoxLayout()
+        for b in (add, rem, reset, split):
+            br.addWidget(b)
+        br.addStretch(1)
+        sl.addLayout(br)
 
     # --- library → rows ---------------------------------------------------------------------
     def set_base(self, base_id: str) -> None:
@@ -116,6 +127,7 @@ class MixingPanel(QWidget):
         self.model.set_entries(self.library.for_base(self.base_id))
 
     def _rebuild_rows(self) -> None:
+        """One check box and weight per row, bound to the row (they go with the row's widgets)."""
         while self.attr_grid.count():
             w = self.attr_grid.takeAt(0).widget()
             if w is not None and w is not self.empty_label:
@@ -130,14 +142,12 @@ class MixingPanel(QWidget):
         for i, r in enumerate(self.model.rows):
             cb = QCheckBox(r.name)
             cb.setToolTip(f"{r.label}  (t0={r.t0})")
-            cb.setChecked(r.checked)
-            cb.toggled.connect(lambda on, n=r.name: self.model.set_checked(n, on))
+            bind(r, "checked", cb)
             sp = QDoubleSpinBox()
             sp.setRange(-2.0, 2.0)
             sp.setDecimals(3)
             sp.setSingleStep(0.05)
-            sp.setValue(r.weight)
-            sp.valueChanged.connect(lambda v, n=r.name: self.model.set_weight(n, v))
+            bind(r, "weight", sp)
             hint = QLabel(r.label)
             hint.setStyleSheet("color: #888;")
             self.attr_grid.addWidget(cb, i, 0)
@@ -145,26 +155,17 @@ class MixingPanel(QWidget):
             self.attr_grid.addWidget(sp, i, 2)
             self.checks[r.name] = cb
             self.weights[r.name] = sp
-        self._sync()
+        self._refresh()
 
-    # --- model → widgets --------------------------------------------------------------------
-    def _sync(self, *_) -> None:
+    # --- what follows from the model as a whole ---------------------------------------------
+    def _refresh(self, *_) -> None:
+        """Which weights can be edited, the schedule table, Apply's state and the inline message."""
         m = self.model
         for r in m.rows:
-            cb, sp = self.checks.get(r.name), self.weights.get(r.name)
-            if cb is None:
-                continue
-            for w, setter, val in ((cb, cb.setChecked, r.checked), (sp, sp.setValue, r.weight)):
-                w.blockSignals(True)
-                setter(val)
-                w.blockSignals(False)
-            sp.setEnabled(r.checked and not m.use_schedule)
-        self.schedule_check.blockSignals(True)
-        self.schedule_check.setChecked(m.use_schedule)
-        self.schedule_check.blockSignals(False)
-        self.schedule_box.setVisible(m.use_schedule)
+            sp = self.weights.get(r.name)
+            if sp is not None:
+                sp.setEnabled(r.checked and not m.use_schedule)
         self._fill_table()
-        self.degree_label.setText(f"{m.degree:.2f}")
         self.apply_button.setEnabled(not self.controller.busy and m.validate() is None and self.doc.input is not None)
         self._show_message(m.message())
 

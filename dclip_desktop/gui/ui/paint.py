@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from ..models.document import DocumentModel, Result
 from ..models.mixing import MixingModel
 from ..models.paint import PaintModel
+from ..properties import bind, follow
 from ..tasks import make_translate
 from .canvas import thumb_icon
 
@@ -80,7 +81,7 @@ class PaintCanvas(QWidget):
 
 
 class PaintPanel(QWidget):
-    """Tools + canvas + Generate. Generation uses the mixing panel's attribute(s)."""
+    """Tools + canvas + Generate, bound to a PaintModel. Generation uses the mixing panel's attribute(s)."""
 
     candidates_ready = Signal(int)
 
@@ -88,12 +89,11 @@ class PaintPanel(QWidget):
                  parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.model, self.mixing, self.doc, self.controller = model, mixing, doc, controller
-        self.base_size = model.size
         self.canvas = PaintCanvas(model)
 
         doc_row = QHBoxLayout()
         self.blank_button = QPushButton("New blank canvas")
-        self.blank_button.clicked.connect(lambda: model.new_blank(self.base_size))
+        self.blank_button.clicked.connect(lambda: model.new_blank(model.resolution))
         self.over_button = QPushButton("Paint over current image")
         self.over_button.clicked.connect(self.paint_over_input)
         doc_row.addWidget(self.blank_button)
@@ -116,16 +116,20 @@ class PaintPanel(QWidget):
         lay.addLayout(self._tool_row(model))
         lay.addLayout(doc_row)
         lay.addWidget(self.canvas, 1)
-        lay.addLayout(self._generate_row())
+        lay.addLayout(self._generate_row(model))
         lay.addWidget(self.message)
         lay.addWidget(QLabel("Candidates (double-click to compare on the canvas):"))
         lay.addWidget(self.candidates)
-        model.brush_changed.connect(self._sync_brush)
         controller.busy_changed.connect(lambda busy: self.generate_button.setEnabled(not busy))
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         self._first_index = -1
-        self._sync_brush()
+
+    @staticmethod
+    def _spin(lo: int, hi: int) -> QSpinBox:
+        s = QSpinBox()
+        s.setRange(lo, hi)
+        return s
 
     def _tool_row(self, model: PaintModel) -> QHBoxLayout:
         """Colour, palette, brush size, eraser, fill / clear / undo / redo."""
@@ -133,6 +137,7 @@ class PaintPanel(QWidget):
         self.color_button = QToolButton()
         self.color_button.setToolTip("Brush colour")
         self.color_button.clicked.connect(self._pick_color)
+        follow(model, "color", self.color_button, self._show_color)
         tools.addWidget(self.color_button)
         for rgb in PALETTE:
             b = QToolButton()
@@ -141,15 +146,13 @@ class PaintPanel(QWidget):
             b.clicked.connect(lambda _=False, c=rgb: model.set_color(QColor(*c)))
             tools.addWidget(b)
         tools.addWidget(QLabel("Size"))
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(1, 64)
-        self.size_spin.setValue(model.brush_size)
-        self.size_spin.valueChanged.connect(model.set_brush_size)
+        self.size_spin = self._spin(1, 64)
+        bind(model, "brush_size", self.size_spin)
         tools.addWidget(self.size_spin)
         self.eraser_button = QToolButton()
         self.eraser_button.setText("Eraser")
         self.eraser_button.setCheckable(True)
-        self.eraser_button.toggled.connect(model.set_eraser)
+        bind(model, "eraser", self.eraser_button)
         tools.addWidget(self.eraser_button)
         for text, slot in (("Fill", model.fill), ("Clear", model.clear), ("Undo", model.undo), ("Redo", model.redo)):
             b = QToolButton()
@@ -159,45 +162,28 @@ class PaintPanel(QWidget):
         tools.addStretch(1)
         return tools
 
-    def _generate_row(self) -> QHBoxLayout:
+    def _generate_row(self, model: PaintModel) -> QHBoxLayout:
         """How many candidates, the rounds K of stroke-conditioned generation, the first seed, Generate."""
-        gen = QHBoxLayout()
-        gen.addWidget(QLabel("Candidates"))
-        self.seeds_spin = QSpinBox()
-        self.seeds_spin.setRange(1, 16)
-        self.seeds_spin.setValue(4)
-        gen.addWidget(self.seeds_spin)
-        gen.addWidget(QLabel("Rounds K"))
-        self.rounds_spin = QSpinBox()
-        self.rounds_spin.setRange(1, 20)
-        self.rounds_spin.setValue(8)
-        gen.addWidget(self.rounds_spin)
-        gen.addWidget(QLabel("First seed"))
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
-        gen.addWidget(self.seed_spin)
+        self.seeds_spin = self._spin(1, 16)
+        self.rounds_spin = self._spin(1, 20)
+        self.seed_spin = self._spin(0, 2**31 - 1)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
         self.generate_button.clicked.connect(self.generate)
+        gen = QHBoxLayout()
+        for label, spin, name in (("Candidates", self.seeds_spin, "seed_count"), ("Rounds K", self.rounds_spin, "rounds"),
+                                  ("First seed", self.seed_spin, "first_seed")):
+            bind(model, name, spin)
+            gen.addWidget(QLabel(label))
+            gen.addWidget(spin)
         gen.addWidget(self.generate_button)
         gen.addStretch(1)
         return gen
 
-    def set_base_size(self, size: int) -> None:
-        if size != self.base_size:
-            self.base_size = size
-            self.model.new_blank(size)
-
-    def _sync_brush(self) -> None:
+    def _show_color(self, color: QColor) -> None:
         pm = QPixmap(16, 16)
-        pm.fill(self.model.color)
+        pm.fill(color)
         self.color_button.setIcon(pm)
-        self.size_spin.blockSignals(True)
-        self.size_spin.setValue(self.model.brush_size)
-        self.size_spin.blockSignals(False)
-        self.eraser_button.blockSignals(True)
-        self.eraser_button.setChecked(self.model.eraser)
-        self.eraser_button.blockSignals(False)
 
     def _pick_color(self) -> None:
         c = QColorDialog.getColor(self.model.color, self, "Brush colour")
@@ -206,11 +192,7 @@ class PaintPanel(QWidget):
 
     def paint_over_input(self) -> None:
         if self.doc.input is not None:
-            self.model.set_image(self.doc.input, self.base_size)
-
-    def seeds(self) -> list[int]:
-        first = self.seed_spin.value()
-        return list(range(first, first + self.seeds_spin.value()))
+            self.model.set_image(self.doc.input, self.model.resolution)
 
     def generate(self) -> bool:
         problem = self.mixing.validate()
@@ -218,8 +200,8 @@ class PaintPanel(QWidget):
             self.message.setText(f"Choose the target attribute(s) in the mixing panel: {problem}")
             return False
         self.message.setText("")
-        fn = make_translate(self.model.image, self.mixing.edit_kwargs(), self.seeds(), self.rounds_spin.value())
-        return self.controller.submit("translate", fn)
+        m = self.model
+        return self.controller.submit("translate", make_translate(m.image, self.mixing.edit_kwargs(), m.seeds(), m.rounds))
 
     def _on_finished(self, kind: str, result) -> None:
         if kind != "translate":

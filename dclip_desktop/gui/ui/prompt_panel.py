@@ -4,6 +4,7 @@ the pair unless set by hand), training images, and "Fine-tune" with one progress
 
 from __future__ import annotations
 
+from operator import not_
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
@@ -27,9 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig  # pure Python: cheap here
+from ...core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES  # pure Python: cheap here
 from ..models.bases import BaseInfo
-from ..models.finetune import FinetuneModel, FinetuneParams
+from ..models.finetune import FinetuneModel
+from ..properties import bind, bind_combo
 from ..tasks import make_finetune
 from .loss_plot import LossPlot
 
@@ -55,6 +57,8 @@ def show_progress(bar: QProgressBar, fraction: float, step: int, total: int) -> 
 
 
 class PromptPanel(QWidget):
+    """Layout over a FinetuneModel: every setting is a widget bound to one of the model's properties."""
+
     base_changed = Signal(str)
     attribute_saved = Signal(dict)  # {"id", "name", "base_id"}
 
@@ -64,8 +68,8 @@ class PromptPanel(QWidget):
         self.model, self.controller = model, controller
         self.bases = {b.id: b for b in bases}
         self._build_prompt(bases)
-        self._build_settings(model.params.config)
-        self._build_training_images(model.params)
+        self._build_settings()
+        self._build_training_images()
         self._build_run(model)
 
         lay = QVBoxLayout(self)
@@ -74,38 +78,35 @@ class PromptPanel(QWidget):
         lay.addWidget(self._progress_box())
         lay.addStretch(1)
 
-        self._connect(model, controller)
         self._running = False
-        self.set_base(model.params.base_id)
-        self._show_recipe()
+        self._bind(model)
+        self._connect(model, controller)
+        self._show_presets(model.base_id)
+        self._show_hints()
 
     # --- building -----------------------------------------------------------------------------
     def _build_prompt(self, bases: list[BaseInfo]) -> None:
         """Base picker, presets, the text pair and the attribute's name."""
-        p = self.model.params
         self.base_combo = QComboBox()
         for b in bases:
             self.base_combo.addItem(b.title, b.id)
         self.preset_combo = QComboBox()
-        self.source_edit = QLineEdit(p.source)
+        self.source_edit = QLineEdit()
         self.source_edit.setPlaceholderText("e.g. red circle")
-        self.target_edit = QLineEdit(p.target)
+        self.target_edit = QLineEdit()
         self.target_edit.setPlaceholderText("e.g. blue circle")
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("attribute name, e.g. blue")
 
-    def _build_settings(self, cfg: FinetuneConfig) -> None:
+    def _build_settings(self) -> None:
         """One widget per FinetuneConfig field the panel offers; the choices are the engine's."""
         self.t0_slider = QSlider(Qt.Orientation.Horizontal)
         self.t0_slider.setRange(1, 999)
-        self.t0_spin = QSpinBox()
-        self.t0_spin.setRange(1, 999)
-        self.t0_slider.valueChanged.connect(self.t0_spin.setValue)
-        self.t0_spin.valueChanged.connect(self.t0_slider.setValue)
-        self.s_for = self._spin(1, 1000, cfg.s_for)
-        self.s_gen = self._spin(1, 1000, cfg.s_gen)
-        self.l1 = self._dspin(0, 100, cfg.lambda_l1, 0.05)
-        self.face = self._dspin(0, 100, cfg.lambda_face, 0.05)
+        self.t0_spin = self._spin(1, 999)
+        self.s_for = self._spin(1, 1000)
+        self.s_gen = self._spin(1, 1000)
+        self.l1 = self._dspin(0, 100, 0.05)
+        self.face = self._dspin(0, 100, 0.05)
         self.clip_form = QComboBox()
         for key in CLIP_LOSS_FORMS:
             self.clip_form.addItem(CLIP_LOSS_LABELS.get(key, key), key)
@@ -118,25 +119,22 @@ class PromptPanel(QWidget):
         self.lr.setToolTip("auto: 4e-6 for full weights (paper), 1e-3 for LoRA")
         self.lr_schedule = QComboBox()
         self.lr_schedule.addItems(LR_SCHEDULES)
-        self.epochs = self._spin(1, 100, cfg.epochs)
+        self.epochs = self._spin(1, 100)
         self.mode = QComboBox()
         for key in MODES:
             self.mode.addItem(MODE_LABELS.get(key, key), key)
-        self.lora = QSpinBox()
-        self.lora.setRange(0, 256)
+        self.lora = self._spin(0, 256)
         self.lora.setSpecialValueText("full weights")
-        self.lora.setValue(cfg.lora_rank or 0)
-        self.batch = self._spin(1, 256, cfg.batch_size)
-        self.seed = self._spin(0, 2**31 - 1, cfg.seed)
+        self.batch = self._spin(1, 256)
+        self.seed = self._spin(0, 2**31 - 1)
 
-    def _build_training_images(self, p: FinetuneParams) -> None:
+    def _build_training_images(self) -> None:
         self.sample_radio = QRadioButton("Sample from the base")
         self.folder_radio = QRadioButton("Folder")
         grp = QButtonGroup(self)
         grp.addButton(self.sample_radio)
         grp.addButton(self.folder_radio)
-        self.sample_radio.setChecked(True)
-        self.sample_count = self._spin(1, 10000, p.sample_count)
+        self.sample_count = self._spin(1, 10000)
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("training photos…")
         self.browse_button = QPushButton("…")
@@ -210,15 +208,27 @@ class PromptPanel(QWidget):
         bl.addLayout(self._row((self.plot, 1), self.epoch_label))
         return box
 
+    def _bind(self, m: FinetuneModel) -> None:
+        """Each widget ↔ its model property (0 in the lr and LoRA boxes shows None: auto, full weights)."""
+        bind_combo(m, "base_id", self.base_combo)
+        for name, widget in (("source", self.source_edit), ("target", self.target_edit), ("name", self.name_edit),
+                             ("t0", self.t0_slider), ("t0", self.t0_spin), ("s_for", self.s_for),
+                             ("s_gen", self.s_gen), ("lambda_l1", self.l1), ("lambda_face", self.face),
+                             ("lr_schedule", self.lr_schedule), ("epochs", self.epochs), ("batch_size", self.batch),
+                             ("seed", self.seed), ("sample_count", self.sample_count), ("folder", self.folder_edit),
+                             ("use_folder", self.folder_radio)):
+            bind(m, name, widget)
+        bind_combo(m, "clip_loss_form", self.clip_form)
+        bind_combo(m, "mode", self.mode)
+        bind(m, "lr", self.lr, to_widget=lambda v: float(v or 0), to_model=lambda v: v or None)
+        bind(m, "lora_rank", self.lora, to_widget=lambda v: int(v or 0), to_model=lambda v: v or None)
+        bind(m, "use_folder", self.sample_radio, to_widget=not_, to_model=not_)
+
     def _connect(self, model: FinetuneModel, controller) -> None:
-        self.base_combo.currentIndexChanged.connect(self._on_base)
         self.preset_combo.activated.connect(self._on_preset)
-        self.source_edit.textChanged.connect(lambda text: model.set_prompt(source=text))
-        self.target_edit.textChanged.connect(lambda text: model.set_prompt(target=text))
-        self._syncing = False  # while the model's recipe is shown: those changes are not the user's
-        for key, signal, value in self._recipe_widgets():
-            signal.connect(lambda *_, key=key, value=value: self._by_hand(key, value()))
-        model.changed.connect(self._show_recipe)
+        model.base_id_changed.connect(self._on_base)
+        for signal in (model.by_hand_changed, model.base_id_changed, model.source_changed, model.target_changed):
+            signal.connect(self._show_hints)
         controller.busy_changed.connect(self._on_busy)
         controller.started.connect(self._on_started)
         controller.progress.connect(self._on_progress)
@@ -230,106 +240,63 @@ class PromptPanel(QWidget):
         controller.cancelled.connect(self._on_cancelled)
 
     @staticmethod
-    def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    def _spin(lo: int, hi: int) -> QSpinBox:
         s = QSpinBox()
         s.setRange(lo, hi)
-        s.setValue(value)
         return s
 
     @staticmethod
-    def _dspin(lo: float, hi: float, value: float, step: float) -> QDoubleSpinBox:
+    def _dspin(lo: float, hi: float, step: float) -> QDoubleSpinBox:
         s = QDoubleSpinBox()
         s.setRange(lo, hi)
         s.setSingleStep(step)
         s.setDecimals(3)
-        s.setValue(value)
         return s
 
     # --- the recipe ------------------------------------------------------------------------
-    def _recipe_widgets(self):
-        """(field, the widget's user-change signal, its value) for each recipe field."""
-        return (("t0", self.t0_spin.valueChanged, self.t0_spin.value),
-                ("lambda_l1", self.l1.valueChanged, self.l1.value),
-                ("epochs", self.epochs.valueChanged, self.epochs.value),
-                ("lr", self.lr.valueChanged, lambda: self.lr.value() or None),
-                ("clip_loss_form", self.clip_form.currentIndexChanged, self.clip_form.currentData))
-
-    def _by_hand(self, key: str, value) -> None:
-        if not self._syncing:
-            self.model.set_by_hand(key, value)
-
-    def _show_recipe(self) -> None:
-        """Show the model's recipe fields; a field set by hand says what the recipe would give."""
-        cfg, recipe = self.model.params.config, self.model.recipe()
-        self._syncing = True
-        try:
-            self.t0_spin.setValue(int(cfg.t0))
-            self.l1.setValue(float(cfg.lambda_l1))
-            self.epochs.setValue(int(cfg.epochs))
-            self.lr.setValue(float(cfg.lr or 0))
-            self.clip_form.setCurrentIndex(max(0, self.clip_form.findData(cfg.clip_loss_form)))
-        finally:
-            self._syncing = False
+    def _show_hints(self, *_) -> None:
+        """A recipe field set by hand says what the recipe would give."""
+        recipe, by_hand = self.model.recipe(), self.model.by_hand
         widgets = {"t0": self.t0_spin, "lambda_l1": self.l1, "epochs": self.epochs, "lr": self.lr,
                    "clip_loss_form": self.clip_form}
         for key, w in widgets.items():
             shown = "auto" if key == "lr" and recipe[key] is None else recipe[key]
             w.setToolTip(f"set by hand; the recipe for this pair is {shown} (enter it to follow the recipe)"
-                         if key in self.model.by_hand else "the recipe for this base and text pair")
+                         if key in by_hand else "the recipe for this base and text pair")
 
     # --- base and presets -------------------------------------------------------------------
     @property
     def base_id(self) -> str:
-        return self.base_combo.currentData() or self.model.params.base_id
+        return self.model.base_id
 
-    def set_base(self, base_id: str) -> None:
-        i = self.base_combo.findData(base_id)
-        if i >= 0:
-            self.base_combo.setCurrentIndex(i)
-            self._on_base(i)
-
-    def _on_base(self, index: int) -> None:
-        base = self.bases.get(self.base_combo.itemData(index))
+    def _show_presets(self, base_id: str) -> None:
+        base = self.bases.get(base_id)
         self.preset_combo.clear()
         self.preset_combo.addItem("(custom)", None)
-        if base is not None:
-            for pr in base.presets:
-                self.preset_combo.addItem(f"{pr.name}  (t0={pr.t0})", pr)
-            self.model.set_prompt(base_id=base.id)
-            self.base_changed.emit(base.id)
+        for pr in base.presets if base is not None else ():
+            self.preset_combo.addItem(f"{pr.name}  (t0={pr.t0})", pr)
+
+    def _on_base(self, base_id: str) -> None:
+        self._show_presets(base_id)
+        self.base_changed.emit(base_id)
 
     def _on_preset(self, index: int) -> None:
         pr = self.preset_combo.itemData(index)
         if pr is None:
             return
         # The text pair brings the settings: recipe_for finds the preset of exactly this pair.
-        self.source_edit.setText(pr.source)
-        self.target_edit.setText(pr.target)
-        if not self.name_edit.text():
-            self.name_edit.setText(pr.name)
+        self.model.source = pr.source
+        self.model.target = pr.target
+        if not self.model.name:
+            self.model.name = pr.name
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Training images")
         if d:
-            self.folder_edit.setText(d)
-            self.folder_radio.setChecked(True)
+            self.model.images_dir = d
 
     # --- run --------------------------------------------------------------------------------
-    def collect(self) -> None:
-        """Copy the widgets' values into the model."""
-        self.model.update(
-            base_id=self.base_id, source=self.source_edit.text(), target=self.target_edit.text(),
-            name=self.name_edit.text(), t0=self.t0_spin.value(), s_for=self.s_for.value(), s_gen=self.s_gen.value(),
-            lambda_l1=self.l1.value(), lambda_face=self.face.value(), clip_loss_form=self.clip_form.currentData(),
-            lr=self.lr.value() or None,
-            lr_schedule=self.lr_schedule.currentText(), epochs=self.epochs.value(), mode=self.mode.currentData(),
-            lora_rank=self.lora.value() or None, batch_size=self.batch.value(), seed=self.seed.value(),
-            images_dir=self.folder_edit.text() if self.folder_radio.isChecked() else None,
-            sample_count=self.sample_count.value(),
-        )
-
     def start(self) -> bool:
-        self.collect()
         problem = self.model.params.validate()
         if problem:
             self._set_status(problem, error=True)
