@@ -238,3 +238,17 @@ def test_bad_rows_are_bad_input(rows):
 def test_no_positive_weight_is_bad_input():
     with pytest.raises(BadInput, match="no positive weight"):
         WeightSchedule.by_t0([600, 300], [1.0, 0.0])
+
+
+@pytest.mark.parametrize("n, ok", [(2, True), (1000, True), (1, False), (1001, False), (True, False), (40.0, False)])
+def test_step_counts_have_one_range_for_settings_and_png_metadata(n, ok):
+    from dclip_desktop.jobs.metadata import MetadataError, check_metadata
+
+    if ok:
+        config.validate_steps(n, "S_for")
+        assert check_metadata({"s_for": n})["s_for"] == n
+    else:
+        with pytest.raises(BadInput, match="S_for"):
+            config.validate_steps(n, "S_for")
+        with pytest.raises(MetadataError):
+            check_metadata({"s_for": n})

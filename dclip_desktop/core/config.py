@@ -33,9 +33,10 @@ def validate_t0(t0: int, num_steps: int = T) -> None:
         raise BadInput(f"t0 must be an integer in 1..{num_steps - 1}, got {t0!r}")
 
 
-def validate_steps(n: int, name: str = "steps") -> None:
-    if not isinstance(n, int) or n < 2:
-        raise BadInput(f"{name} must be an integer ≥ 2, got {n!r}")
+def validate_steps(n: int, name: str = "steps", num_steps: int = T) -> None:
+    """DDIM step counts: at least 2, at most one per timestep (PNG metadata is held to the same range)."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= num_steps:
+        raise BadInput(f"{name} must be an integer in 2..{num_steps}, got {n!r}")
 
 
 # --- fine-tuning (section 3.1) ------------------------------------------------------------------
