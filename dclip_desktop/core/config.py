@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
@@ -22,6 +23,9 @@ T = 1000  # diffusion steps of every base's schedule (METHOD.md, "Notation")
 MODES = ("efficient", "full_chain")  # Algorithm 2 (one step per DDIM step) or Algorithm 1 (whole chain)
 LR_SCHEDULES = ("constant", "paper_ramp", "ref_x1.3")  # core.finetune.lr_factor
 CLIP_LOSS_FORMS = ("neglog", "dir")  # −log((1+cos)/2), the reference's; 1 − cos, the paper's L_dir
+
+# How a device is named in settings, on the command line and in the GUI (zoo.device.pick_device resolves it).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::(\d+))?")
 
 # Σ_i γ_i(t) = 1 (eq. 14) up to this much: weights typed as 0.333 + 0.333 + 0.333 pass, 0.3 + 0.3 do not.
 WEIGHT_TOLERANCE = 1e-3

@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import platformdirs
 
+from ..core.config import DEVICE_PATTERN
 from ..library.atomic import atomic_write_bytes  # torch-free: the GUI reads settings at start-up
 from ..untrusted import MAX_TEXT, UntrustedDataError, display, loads_object, open_regular, take
 
 APP = "dclip-desktop"
-# The values each field takes (the settings dialog offers the same). Device and precision are spelt
-# as zoo.device.pick_device / pick_precision read them (that module needs torch, this one must not).
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
+# The values each field takes (the settings dialog offers the same); the device as core.config names it.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAYOUTS = ("auto", "channels_last", "contiguous")
 PREVIEW_EVERY_MAX = 100

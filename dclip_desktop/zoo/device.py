@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Optional, Union
 
 import torch
 
+from ..core.config import DEVICE_PATTERN
 from ..errors import BadInput
 
 
@@ -39,10 +39,12 @@ def pick_device(pref: Union[str, torch.device, None] = "auto") -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    m = DEVICE_PATTERN.fullmatch(pref)
+    if m is None:
+        raise DeviceUnavailableError(f"unknown device '{pref}'; use auto, cpu, cuda, cuda:N or mps")
     if pref == "cpu":
         return torch.device("cpu")
-    m = re.fullmatch(r"cuda(?::(\d+))?", pref)
-    if m:
+    if pref.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(
                 f"device '{pref}' requested but CUDA is not available here (torch {torch.__version__}, "
@@ -55,14 +57,11 @@ def pick_device(pref: Union[str, torch.device, None] = "auto") -> torch.device:
                 f"available: {', '.join(available_devices())}"
             )
         return torch.device("cuda", index)
-    if pref == "mps":
-        if not _mps_available():
-            raise DeviceUnavailableError(
-                f"device 'mps' requested but Apple MPS is not available; "
-                f"available: {', '.join(available_devices())}"
-            )
-        return torch.device("mps")
-    raise DeviceUnavailableError(f"unknown device '{pref}'; use auto, cpu, cuda, cuda:N or mps")
+    if not _mps_available():  # mps, the one name left
+        raise DeviceUnavailableError(
+            f"device 'mps' requested but Apple MPS is not available; available: {', '.join(available_devices())}"
+        )
+    return torch.device("mps")
 
 
 _PRECISIONS = {
