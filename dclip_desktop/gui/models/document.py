@@ -8,6 +8,8 @@ from typing import Optional
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from .history import History
+
 
 @dataclass
 class Result:
@@ -30,35 +32,31 @@ class DocumentModel(QObject):
         self.path: Optional[str] = None
         self.results: list[Result] = []
         self.selected = -1
-        self._undo: list[tuple[Optional[QImage], Optional[str]]] = []
-        self._redo: list[tuple[Optional[QImage], Optional[str]]] = []
+        self.history: History[tuple[Optional[QImage], Optional[str]]] = History()
 
     # --- input ------------------------------------------------------------------------------
     def set_input(self, image: QImage, path: Optional[str] = None, undoable: bool = True) -> None:
         if undoable and self.input is not None:
-            self._undo.append((self.input, self.path))
-            self._redo.clear()
+            self.history.push((self.input, self.path))
         self.input, self.path = image, path
         self.input_changed.emit()
         self.undo_changed.emit()
 
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self.history.can_undo()
 
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self.history.can_redo()
 
     def undo(self) -> None:
-        if self._undo:
-            self._redo.append((self.input, self.path))
-            self.input, self.path = self._undo.pop()
+        if self.history.can_undo():
+            self.input, self.path = self.history.undo((self.input, self.path))
             self.input_changed.emit()
             self.undo_changed.emit()
 
     def redo(self) -> None:
-        if self._redo:
-            self._undo.append((self.input, self.path))
-            self.input, self.path = self._redo.pop()
+        if self.history.can_redo():
+            self.input, self.path = self.history.redo((self.input, self.path))
             self.input_changed.emit()
             self.undo_changed.emit()
 

@@ -9,6 +9,7 @@ from PySide6.QtCore import QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 
 from ..properties import Observable, Property
+from .history import History
 
 MAX_UNDO = 50
 
@@ -34,8 +35,7 @@ class PaintModel(Observable):
         self.brush_size = max(1, size // 8)
         self.resolution = size  # the base's: what a new blank canvas and "paint over" use
         self.image = self._blank(size)
-        self._undo: list[QImage] = []
-        self._redo: list[QImage] = []
+        self.history: History[QImage] = History(MAX_UNDO)
 
     def _blank(self, size: int) -> QImage:
         img = QImage(size, size, QImage.Format.Format_RGB888)
@@ -63,9 +63,7 @@ class PaintModel(Observable):
 
     # --- document ---------------------------------------------------------------------------
     def _snapshot(self) -> None:
-        self._undo.append(self.image.copy())
-        del self._undo[:-MAX_UNDO]
-        self._redo.clear()
+        self.history.push(self.image.copy())
 
     def set_resolution(self, size: int) -> None:
         """Another base: a blank canvas at its resolution (undoable)."""
@@ -117,19 +115,17 @@ class PaintModel(Observable):
         self.changed.emit()
 
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self.history.can_undo()
 
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self.history.can_redo()
 
     def undo(self) -> None:
-        if self._undo:
-            self._redo.append(self.image)
-            self.image = self._undo.pop()
+        if self.history.can_undo():
+            self.image = self.history.undo(self.image)
             self.changed.emit()
 
     def redo(self) -> None:
-        if self._redo:
-            self._undo.append(self.image)
-            self.image = self._redo.pop()
+        if self.history.can_redo():
+            self.image = self.history.redo(self.image)
             self.changed.emit()

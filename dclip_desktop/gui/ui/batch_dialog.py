@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from ..models.mixing import MixingModel
 from ..tasks import make_batch
+from .fields import folder_field
 from .prompt_panel import eta_text
 
 FIT_POLICIES = ("center-crop", "pad", "squash")  # mirrors jobs.images
@@ -55,8 +55,8 @@ class BatchDialog(QDialog):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         form = QFormLayout()
-        form.addRow("Input folder", self._folder_row(self.input_edit))
-        form.addRow("Output folder", self._folder_row(self.output_edit))
+        form.addRow("Input folder", folder_field(self, self.input_edit))
+        form.addRow("Output folder", folder_field(self, self.output_edit))
         form.addRow("Attribute / mix", self.attr_label)
         form.addRow("Fit policy", self.fit)
         form.addRow("", self.recursive)
@@ -103,15 +103,6 @@ class BatchDialog(QDialog):
         mixing.changed.connect(self._describe)
         self._describe()
         self._on_busy(controller.busy)
-
-    def _folder_row(self, edit: QLineEdit) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        b = QPushButton("…")
-        b.setFixedWidth(28)
-        b.clicked.connect(lambda: (d := QFileDialog.getExistingDirectory(self, "Folder")) and edit.setText(d))
-        row.addWidget(b)
-        return row
 
     def _describe(self) -> None:
         problem = self.mixing.validate()

@@ -10,16 +10,14 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLineEdit,
-    QPushButton,
     QSpinBox,
     QWidget,
 )
 
 from ...jobs.settings import LAYOUTS, PRECISIONS, PREVIEW_EVERY_MAX
+from .fields import folder_field
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")  # suggestions: the box takes any cuda:N
 
@@ -55,8 +53,8 @@ class SettingsDialog(QDialog):
         form = QFormLayout(self)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.precision)
-        form.addRow("Library folder", self._with_browse(self.library_dir))
-        form.addRow("Latent cache folder", self._with_browse(self.cache_dir))
+        form.addRow("Library folder", folder_field(self, self.library_dir))
+        form.addRow("Latent cache folder", folder_field(self, self.cache_dir))
         form.addRow("Offline", self.offline)
         form.addRow("Memory layout", self.memory_layout)
         form.addRow("Batch speed", self.compile_batches)
@@ -65,15 +63,6 @@ class SettingsDialog(QDialog):
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
         form.addRow(box)
-
-    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        b = QPushButton("…")
-        b.setFixedWidth(28)
-        b.clicked.connect(lambda: (d := QFileDialog.getExistingDirectory(self, "Folder")) and edit.setText(d))
-        row.addWidget(b)
-        return row
 
     def result_settings(self):
         """The edited copy of the settings (not yet saved)."""
