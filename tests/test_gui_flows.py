@@ -213,8 +213,9 @@ def test_paint_generate_mix_and_library_ops(qtbot, window, tmp_path):
     assert "azure" in w.mixing.names() and "blue" not in w.mixing.names()
     bundle = tmp_path / "azure.dclip"
     dlg.select("azure")
-    dlg._export(str(bundle))
-    assert bundle.is_file()
+    with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "export"):
+        dlg._export(str(bundle))  # on the worker: a full-weights bundle is hundreds of MB
+    assert bundle.is_file() and dlg.info.text() == f"Exported to {bundle}"
     with qtbot.waitSignal(w.library.changed, timeout=5000):
         dlg._delete()
     assert "azure" not in w.mixing.names()

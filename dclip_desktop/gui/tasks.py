@@ -115,6 +115,15 @@ def make_import(path: str, base_id: Optional[str] = None, name: Optional[str] = 
     return fn
 
 
+def make_export(name_or_id: str, path: str):
+    """Library → Export: write the attribute as a .dclip bundle (its weights are read and zipped)."""
+
+    def fn(session, ctx):
+        return {"path": str(session.library.export(name_or_id, path))}
+
+    return fn
+
+
 def make_batch(batch: dict, edit: dict):
     """Run the batch engine; per-file status travels as ctx.event('file', (relpath, status, reason))."""
 

@@ -1,8 +1,9 @@
 """Observable view of the attribute library (the store itself is dclip_desktop.library.store).
 
-Listing, rename, delete, restore and export are quick file operations done here. Verify (it re-hashes
-every weights file) and imports of official .pth checkpoints (they need the base model) run on the
-worker (gui/tasks.py, started by ui/library_dialog.py).
+Listing, rename, delete and restore are quick file operations done here (folders are renamed, no
+weights are read). Whatever reads or writes weights runs on the worker (gui/tasks.py, started by
+ui/library_dialog.py): verify re-hashes every weights file, an import checks and copies them (and a
+.pth needs the base model), an export zips them.
 """
 
 from __future__ import annotations
@@ -96,14 +97,6 @@ class LibraryModel(QObject):
     def restore(self, name_or_id: str) -> None:
         self.library.restore(name_or_id)
         self._mutated()
-
-    def export(self, name_or_id: str, path: str) -> Path:
-        return self.library.export(name_or_id, path)
-
-    def import_bundle(self, path: str, name: Optional[str] = None) -> EntryInfo:
-        e = self.library.import_file(path, name=name)
-        self._mutated()
-        return _info(e)
 
     def notify_external_change(self) -> None:
         """Another part of the app (a fine-tune, a worker import) wrote to the library."""

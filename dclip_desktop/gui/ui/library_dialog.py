@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..models.library import LibraryModel
-from ..tasks import make_import, make_verify_library
+from ..tasks import make_export, make_import, make_verify_library
 from ..worker import describe
 
 COLUMNS = ("", "Name", "Base", "Source → target", "t0", "Kind", "Size", "Created", "Status")
@@ -164,9 +164,7 @@ class LibraryDialog(QDialog):
                                                   "DiffusionCLIP attribute (*.dclip)")
             if not path:
                 return
-        out = self._guard(self.library.export, eid, path)
-        if out is not None:
-            self.info.setText(f"Exported to {out}")
+        self._submit("export", make_export(eid, path), "Exporting…")
 
     def _import(self, path: Optional[str] = None) -> None:
         if not path:
@@ -174,24 +172,31 @@ class LibraryDialog(QDialog):
                                                   "Attributes (*.dclip *.pth *.pt);;All files (*)")
             if not path:
                 return
-        if path.lower().endswith(".dclip"):
-            self._guard(self.library.import_bundle, path)
-        elif not self.controller.submit("import", make_import(path, self.base_id)):
-            self.report_error("Library", "Another job is running; import when it has finished.")
-        else:
-            self.info.setText("Importing (converting the checkpoint needs the base model)…")
+        converting = not path.lower().endswith(".dclip")
+        self._submit("import", make_import(path, self.base_id),
+                     "Importing (converting the checkpoint needs the base model)…" if converting else "Importing…")
+
+    def _submit(self, kind: str, fn, doing: str) -> bool:
+        """Reading, hashing and writing weights runs on the worker: the window stays responsive."""
+        if not self.controller.submit(kind, fn):
+            self.report_error("Library", f"Another job is running; {kind} when it has finished.")
+            return False
+        self.info.setText(doing)
+        return True
 
     def _on_finished(self, kind: str, result) -> None:
         if kind == "import":
             self.library.notify_external_change()
             self.info.setText(f"Imported '{result['name']}'.")
+        elif kind == "export":
+            self.info.setText(f"Exported to {result['path']}")
         elif kind == "verify":
             self.library.refresh()  # a damaged entry is listed as such from now on
             bad = [f"{n}: {why}" for n, ok, why in result if not ok]
             self.info.setText(f"Verified {len(result)} attribute(s): " + ("all ok" if not bad else "; ".join(bad)))
 
     def _on_failed(self, kind: str, message: str, *_) -> None:
-        if kind == "verify":
+        if kind in ("verify", "import", "export"):
             self.info.setText(message)
 
     def _on_busy(self, busy: bool) -> None:
@@ -199,8 +204,5 @@ class LibraryDialog(QDialog):
             self.verify_button.setEnabled(True)
 
     def _verify(self) -> None:
-        if not self.controller.submit("verify", make_verify_library()):
-            self.report_error("Library", "Another job is running; verify when it has finished.")
-            return
-        self.verify_button.setEnabled(False)  # after submit: its busy_changed(True) came first
-        self.info.setText("Verifying: re-hashing every attribute's weights…")
+        if self._submit("verify", make_verify_library(), "Verifying: re-hashing every attribute's weights…"):
+            self.verify_button.setEnabled(False)  # after submit: its busy_changed(True) came first
