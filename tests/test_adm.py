@@ -404,9 +404,10 @@ def test_class_conditioning():
     cfg = SMALL["conv_newattn_cond"]
     model = _randomize(ADMUNet(cfg)).eval()
     x = torch.randn(2, 3, 16, 16)
-    with pytest.raises(ValueError, match="class-conditional"):
-        model(x, torch.tensor([5, 5]))
-    with torch.no_grad():
+    with torch.no_grad():  # no label: label_emb is skipped, as DiffusionCLIP runs ImageNet-512
+        bare = ADMUNet(ADMConfig(**{**cfg.__dict__, "class_cond": False})).eval()
+        bare.load_state_dict({k: v for k, v in model.state_dict().items() if k != "label_emb.weight"})
+        assert torch.equal(model(x, torch.tensor([5, 5])), bare(x, torch.tensor([5, 5])))
         eps = ModelDenoiser(ClassConditioned(model, 7))(x, 5)
         direct = model(x, torch.tensor([5, 5]), torch.tensor([7, 7]))
         other = model(x, torch.tensor([5, 5]), torch.tensor([3, 3]))

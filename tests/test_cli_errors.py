@@ -56,3 +56,23 @@ def test_debug_shows_the_traceback_itself(monkeypatch):
     with pytest.raises(TypeError, match="unhashable"):
         main(["--debug", "info", "x.png"])
     assert not (Path(os.environ["DCLIP_LOG_DIR"]) / "dclip-errors.log").exists()
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """`dclip info x.png | head -1`: the pipe closes before dclip is done writing; like any Unix tool it
+    stops quietly (128 + SIGPIPE), with no 'internal error' and nothing in the log."""
+    import signal
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from dclip_desktop.jobs.images import save_png
+
+    png = save_png(Image.new("RGB", (8, 8)), tmp_path / "x.png", {"app_version": "0.1.0", "operation": "edit"})
+    proc = subprocess.Popen([sys.executable, "-m", "dclip_desktop.cli.main", "info", str(png)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and err == ""
+    assert not (Path(os.environ["DCLIP_LOG_DIR"]) / "dclip-errors.log").exists()

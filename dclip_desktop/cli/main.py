@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from .. import __version__
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dclip {args.command}: cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dclip info x.png | head`: the reader has all it wanted, as with any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 128 + signal.SIGPIPE
     except Exception as exc:
         failure = classify(exc)
         if failure.kind is Kind.CANCELLED:

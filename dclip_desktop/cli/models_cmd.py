@@ -1,4 +1,4 @@
-"""`dclip models list | download | verify`: the base models, CLIP and face nets the app knows."""
+"""`dclip models list | download | verify | add`: the base models, CLIP and face nets the app knows."""
 
 from __future__ import annotations
 
@@ -81,8 +81,16 @@ def cmd_verify(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_add(args) -> int:
+    from ..zoo.add_file import add_base_file
+
+    added = add_base_file(args.base, args.file)
+    print(f"{args.base}: added {added.path.name} ({added.layout}, sha256 {added.sha256[:12]}…) in {added.path.parent}")
+    return 0
+
+
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list, download and verify base models, CLIP and face nets")
+    p = sub.add_parser("models", help="list, download, verify and add base models, CLIP and face nets")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = msub.add_parser("list", help="list known models and whether they are installed")
     q.add_argument("--presets", action="store_true", help="also list each base's presets with their t0")
@@ -94,3 +102,8 @@ def register(sub) -> None:
     q.add_argument("ids", nargs="*", metavar="ID")
     q.add_argument("--repair", action="store_true", help="download damaged or missing files again")
     q.set_defaults(func=cmd_verify)
+    q = msub.add_parser("add", help="install a base's weights from a file you have (checked against the base's "
+                        "architecture; diffusers, original DDPM .ckpt or ADM layout)")
+    q.add_argument("base", metavar="BASE")
+    q.add_argument("file", metavar="FILE")
+    q.set_defaults(func=cmd_add)

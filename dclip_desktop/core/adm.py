@@ -120,7 +120,7 @@ AFHQ_DOG_256 = ADMConfig(
     name="afhq_dog_256",
 )
 
-# guided-diffusion's class-conditional 512x512 model (512x512_diffusion.pt).
+# guided-diffusion's class-conditional 512x512 model (512x512_diffusion.pt); DiffusionCLIP calls it with no label.
 IMAGENET_512 = ADMConfig(
     image_size=512,
     num_channels=256,
@@ -313,7 +313,8 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class ADMUNet(nn.Module):
-    """The guided-diffusion UNet. ``forward(x, timesteps, y=None)`` returns (B, out_channels, H, W)."""
+    """The guided-diffusion UNet. ``forward(x, timesteps, y=None)`` returns (B, out_channels, H, W);
+    a class-conditional one runs unconditioned when y is None."""
 
     def __init__(self, config: ADMConfig) -> None:
         super().__init__()
@@ -402,17 +403,15 @@ class ADMUNet(nn.Module):
             timesteps = timesteps.expand(x.shape[0])
         w = self.time_embed[0].weight
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(w.dtype))
-        if self.num_classes is not None:
-            if y is None:
-                raise ValueError(
-                    "this ADM model is class-conditional: pass y (labels) or wrap it in ClassConditioned"
-                )
+        # No label on a class-conditional model: label_emb is skipped, as DiffusionCLIP runs ImageNet-512
+        # (its copy of guided-diffusion's forward has the label lines commented out), so its results reproduce.
+        if y is not None:
+            if self.num_classes is None:
+                raise ValueError("this ADM model is unconditional: y must be None")
             y = torch.as_tensor(y, device=x.device).reshape(-1).long()
             if y.numel() == 1 and x.shape[0] != 1:
                 y = y.expand(x.shape[0])
             emb = emb + self.label_emb(y).to(emb.dtype)
-        elif y is not None:
-            raise ValueError("this ADM model is unconditional: y must be None")
 
         h = x.to(self.input_blocks[0][0].weight.dtype)
         skips = []
@@ -428,8 +427,8 @@ class ADMUNet(nn.Module):
 class ClassConditioned(nn.Module):
     """A class-conditional ADM with a fixed label: ``forward(x, t)`` calls ``model(x, t, y)``.
 
-    This is what DiffusionCLIP's ``ModelDenoiser`` (which calls ``model(x, t)``) needs for ImageNet-512.
-    Note that its state_dict keys carry a ``model.`` prefix; save/load the inner model's instead.
+    For an explicit label (a base whose config sets "class_label"): DiffusionCLIP itself runs ImageNet-512
+    with none. Its state_dict keys carry a ``model.`` prefix; save/load the inner model's instead.
     """
 
     def __init__(self, model: ADMUNet, y: Union[int, torch.Tensor]) -> None:

@@ -18,20 +18,23 @@ import torch
 from .adm import AFHQ_DOG_256, IMAGENET_512, ADMConfig, ADMUNet
 from .checkpoint import CheckpointError, read_state_dict
 
-__all__ = ["KNOWN_CONFIGS", "load_adm_checkpoint", "match_config"]
+__all__ = ["KNOWN_CONFIGS", "expected_shapes", "load_adm_checkpoint", "match_config", "mismatches"]
 
 KNOWN_CONFIGS: dict[str, ADMConfig] = {"afhq_dog_256": AFHQ_DOG_256, "imagenet_512": IMAGENET_512}
 
 _SHOW = 8
 
 
-def _expected_shapes(config: ADMConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(config: ADMConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict key of ``ADMUNet(config)`` with its shape (built on the meta device: no memory)."""
     with torch.device("meta"):
         model = ADMUNet(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _mismatches(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]):
+def mismatches(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]):
+    """(missing keys, unexpected keys, "key: file shape vs model shape" lines): a strict load's verdict,
+    for any model's expected shapes."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [
@@ -45,7 +48,7 @@ def _mismatches(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int
 def match_config(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
     """The name of the known config whose keys and shapes the state dict fits exactly, if any."""
     for name, cfg in KNOWN_CONFIGS.items():
-        if not any(_mismatches(state_dict, _expected_shapes(cfg))):
+        if not any(mismatches(state_dict, expected_shapes(cfg))):
             return name
     return None
 
@@ -70,8 +73,8 @@ def load_adm_checkpoint(
     """
     path = os.fspath(path)
     sd = read_state_dict(path)
-    expected = _expected_shapes(config)
-    missing, unexpected, wrong = _mismatches(sd, expected)
+    expected = expected_shapes(config)
+    missing, unexpected, wrong = mismatches(sd, expected)
     if missing or unexpected or wrong:
         lines = [f"{path} does not match ADM config '{config.name}':"]
         if missing:

@@ -164,6 +164,18 @@ def make_base_action(action: str, base_id: str):
     return fn
 
 
+def make_base_add(base_id: str, path: str):
+    """Models → Base models → Add file…: check a weights file the user has and install it (`dclip models add`)."""
+
+    def fn(session, ctx):
+        from ..zoo.add_file import add_base_file
+
+        added = add_base_file(base_id, path, cancel=ctx.cancel)
+        return f"{base_id}: added {added.path.name} ({added.layout}, sha256 {added.sha256[:12]}…)"
+
+    return fn
+
+
 def make_verify_library():
     """Models → Library → Verify: re-hash every attribute's weights (slow for many or big ones, hence a job)."""
 

@@ -29,6 +29,8 @@ BASE_GUESSES = {
     "bedroom": ("bedroom", "bedroom"),
     "dog": ("afhq-dog", "dog"),
     "afhq": ("afhq-dog", "dog"),
+    # imagenet_watercolor_t601.pth, ...: DiffusionCLIP's ImageNet style transfers start from "photo"
+    "imagenet": ("imagenet-512", "photo"),
 }
 _NAME_RE = re.compile(r"^(?P<name>.+?)[_-]t(?P<t0>\d{1,3})$", re.IGNORECASE)
 
@@ -56,7 +58,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def to_base_layout(state: dict[str, torch.Tensor], base_model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint keyed like `base_model`'s parameters: as is when the names already match
-    (diffusers UNet2DModel, or ADM for AFHQ-dog), converted when in the original DDPM layout."""
+    (diffusers UNet2DModel, or ADM for AFHQ-dog and ImageNet-512), converted when in the original DDPM layout."""
     names = {n for n, _ in base_model.named_parameters()}
     if names <= state.keys():
         return state
@@ -80,7 +82,7 @@ def import_official_pth(path, lib, base_id: Optional[str] = None, base_model: Op
     base_id = base_id or guess["base_id"]
     if base_id is None:
         raise LibraryError(f"cannot tell the base model of {path.name} from its name; pass --base "
-                           "(e.g. celebahq, church, bedroom, afhq-dog)")
+                           "(e.g. celebahq, church, bedroom, afhq-dog, imagenet-512)")
     name = name or guess["name"]
     if lib.find(name) is not None:
         raise LibraryError(f"an attribute named '{name}' already exists; import with --name NEW_NAME")

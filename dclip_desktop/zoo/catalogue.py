@@ -160,16 +160,20 @@ BASES: tuple[BaseSpec, ...] = (
         domain="dog",
         arch="adm",
         resolution=256,
-        files=[FileSpec("afhqdog_p2.pt")],
+        # The file DiffusionCLIP loads (its configs/paths_config.py) and its official dog_*.pth fine-tunes
+        # were trained from.
+        files=[FileSpec("afhq_dog_4m.pt")],
         presets=DOG_PRESETS,
         recipe={"t0": 500},
         config={"adm_config": "afhq_dog_256"},
-        notes="ILVR's AFHQ-dog checkpoint has no stable direct URL: put the file into the folder that "
-        "`dclip models download afhq-dog` names.",
+        manual_source="ILVR's release (https://github.com/jychoi118/ilvr_adm); DiffusionCLIP's README links it at "
+        "https://drive.google.com/file/d/14OG_o3aa8Hxmfu36IIRyOgRwEP6ngLdo/view",
+        notes="ILVR's AFHQ-dog checkpoint has no stable direct URL: download afhq_dog_4m.pt by hand and install "
+        "it with `dclip models add afhq-dog PATH`.",
     ),
     BaseSpec(
         id="imagenet-512",
-        title="ImageNet (512×512, ADM, class-conditional)",
+        title="ImageNet (512×512, ADM, unconditional)",
         domain="general",
         arch="adm",
         resolution=512,
@@ -177,9 +181,10 @@ BASES: tuple[BaseSpec, ...] = (
         files=[FileSpec("512x512_diffusion.pt")],
         presets=IMAGENET_PRESETS,
         recipe={"t0": 601},
-        # Class-conditional: edits condition on one ImageNet class (config "class_label").
-        config={"adm_config": "imagenet_512", "class_label": 0},
-        loader="dclip_desktop.zoo.adm_loading:load_class_conditioned",
+        # guided-diffusion's class-conditional model run with no class label, as DiffusionCLIP runs it (and
+        # its official imagenet_*.pth fine-tunes were trained); config "class_label": N would condition on N.
+        config={"adm_config": "imagenet_512"},
+        notes="Unconditional: the class-conditional checkpoint runs without a label, as in DiffusionCLIP.",
     ),
 )
 CLIPS: tuple[ClipSpec, ...] = (

@@ -5,7 +5,7 @@ Files land under the cache root:
 
     <cache root>/hf/<owner>--<repo>/<revision or main>/<file>      Hugging Face repos (bases, CLIP)
     <cache root>/facenet/<file>                                     the face net
-    <cache root>/bases/<id>/<file>                                  bases with a direct URL (ADM)
+    <cache root>/bases/<id>/<file>                                  bases without a hub repo (ADM)
 
 Environment: DCLIP_CACHE_DIR (cache root); fetcher.py reads the network settings.
 """
@@ -27,6 +27,7 @@ from .fetcher import (
     DownloadError,
     MissingWeightsError,
     ProgressFn,
+    add_command,
     download_command,
     fetch,
     hf_endpoint,
@@ -37,14 +38,16 @@ from .fetcher import (
     sha256_file,
     sidecar_path,
     verify,
+    write_sidecar,
 )
 
 # Callers use `download.X` for the engine's names too: one module to import for "model weights".
 __all__ = [
     "CHUNK", "DEFAULT_ENDPOINT", "PART_SUFFIX", "SIDECAR_SUFFIX", "ChecksumError", "DownloadError",
-    "MissingWeightsError", "ProgressFn", "cache_root", "download", "download_base", "download_command",
+    "MissingWeightsError", "ProgressFn", "add_command", "cache_root", "download", "download_base", "download_command",
     "ensure", "fetch", "hf_endpoint", "hf_file_url", "is_installed", "is_offline", "local_file", "model_dir",
     "recorded_sha256", "repair", "sha256_file", "sidecar_path", "verify", "verify_base", "verify_model",
+    "write_sidecar",
 ]
 
 
@@ -84,7 +87,11 @@ def _urls(spec, name: str) -> str:
         return hf_file_url(spec.repo_id, name, spec.revision)
     url = getattr(spec, "url", None)
     if not url:
-        raise DownloadError(f"'{spec.id}' has no download source")
+        where = getattr(spec, "manual_source", "") or "the model's publisher"
+        raise DownloadError(
+            f"'{spec.id}' has no download source: get {name} from {where}, then install it with: "
+            f"{add_command(spec.id)} (it goes into {model_dir(spec)})"
+        )
     return url if url.rsplit("/", 1)[-1] == name else url.rsplit("/", 1)[0] + "/" + quote(name)
 
 

@@ -69,6 +69,11 @@ def download_command(model_id: str) -> str:
     return f"dclip models download {model_id}"
 
 
+def add_command(model_id: str) -> str:
+    """The command that installs a weights file the user has (`zoo/add_file.py`)."""
+    return f"dclip models add {model_id} PATH"
+
+
 # --- settings -----------------------------------------------------------------------------------
 def is_offline(offline: Optional[bool] = None) -> bool:
     """Offline when asked for, or when DCLIP_OFFLINE is set to a true value (the environment always wins)."""
@@ -110,7 +115,8 @@ def recorded_sha256(path: Union[str, Path]) -> Optional[str]:
     return token if re.fullmatch(r"[0-9a-f]{64}", token) else None
 
 
-def _write_sidecar(path: Path, sha: str) -> None:
+def write_sidecar(path: Path, sha: str) -> None:
+    """Record `sha` as the file's checksum in `<file>.sha256` ("<sha>  <name>", as sha256sum writes it)."""
     side = sidecar_path(path)
     tmp = side.with_name(side.name + ".tmp")
     tmp.write_text(f"{sha}  {path.name}\n")
@@ -255,7 +261,7 @@ def fetch(
         recorded = recorded_sha256(dest)
         if recorded == expected or (recorded is None and sha256_file(dest) == expected):
             if recorded is None:
-                _write_sidecar(dest, expected)
+                write_sidecar(dest, expected)
             return dest
     if is_offline(offline):
         if dest.is_file():
@@ -297,7 +303,7 @@ def fetch(
         if dest.exists():
             dest.unlink()
         os.replace(part, dest)
-        _write_sidecar(dest, actual)
+        write_sidecar(dest, actual)
     return dest
 
 

@@ -1,8 +1,8 @@
 """Load the zoo's models: diffusion bases, CLIP (open_clip) and the face net (facenet-pytorch).
 
-Weights come from the app cache (fetched by `download.py` unless offline) and are checked against
-their recorded sha256 before use. Heavy libraries (open_clip, facenet-pytorch, diffusers) are
-imported inside the functions: importing this module is cheap.
+Weights come from the app cache (fetched by `download.py` unless offline, or installed from the user's
+own file by `add_file.py`) and are checked against their recorded sha256 before use. Heavy libraries
+(open_clip, facenet-pytorch, diffusers) are imported inside the functions: importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _spec(spec_or_id) -> BaseSpec:
     return registry.get_base(spec_or_id)
 
 
-def _weights_file(spec) -> registry.FileSpec:
+def weights_file(spec) -> registry.FileSpec:
     for f in spec.files:
         if f.weights:
             return f
@@ -36,7 +36,7 @@ def _weights_file(spec) -> registry.FileSpec:
 def _checked_weights(spec, offline: Optional[bool], progress) -> Path:
     """The model's weights file in the cache (downloaded if allowed), verified against its sha256."""
     download.ensure(spec, progress=progress, offline=offline)
-    f = _weights_file(spec)
+    f = weights_file(spec)
     path = download.local_file(spec, f)
     if path is None:  # ensure() succeeded, so this only happens if the file vanished meanwhile
         raise download.MissingWeightsError(
@@ -103,6 +103,10 @@ def load_base(
             raise BadInput(f"ADM base '{spec.id}' needs config['adm_config'] in {sorted(KNOWN_CONFIGS)}")
         weights = _checked_weights(spec, offline, progress)
         model = load_adm_checkpoint(weights, KNOWN_CONFIGS[name], device="cpu", dtype=None)
+        if "class_label" in spec.config:  # an explicit label; with none a class-conditional ADM runs unconditioned
+            from ..core.adm import ClassConditioned
+
+            model = ClassConditioned(model, int(spec.config["class_label"]))
     else:
         raise BadInput(f"base '{spec.id}': unsupported arch '{spec.arch}'")
     model = model.to(device)
@@ -116,7 +120,7 @@ def base_weights_path(spec_or_id) -> Path:
     spec = _spec(spec_or_id)
     if spec.is_demo:
         return _demo_unet_dir() / "diffusion_pytorch_model.safetensors"
-    f = _weights_file(spec)
+    f = weights_file(spec)
     path = download.local_file(spec, f)
     if path is None:
         raise download.MissingWeightsError(

@@ -75,6 +75,8 @@ class BaseSpec:
     config: dict = field(default_factory=dict)  # kwargs building the architecture (UNet2DModel(**config))
     is_demo: bool = False
     url: Optional[str] = None  # direct download URL for non-HF single-file bases (ADM checkpoints)
+    # Where to get the weights by hand when there is no URL (installed with `dclip models add`).
+    manual_source: str = ""
     schedule: dict = field(default_factory=lambda: dict(DDPM_SCHEDULE))
     # "package.module:function" called as fn(spec, device=, dtype=, offline=, progress=); None: by arch
     loader: Optional[str] = None

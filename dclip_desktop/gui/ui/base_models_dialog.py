@@ -1,4 +1,4 @@
-"""Models → Base models…: the zoo's bases, installed or not, with Download / Verify / Load."""
+"""Models → Base models…: the zoo's bases, installed or not, with Download / Verify / Load / Add file…."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..models.bases import all_bases
-from ..tasks import make_base_action
+from ..tasks import make_base_action, make_base_add
 
 
 class BaseModelsDialog(QDialog):
@@ -42,6 +43,10 @@ class BaseModelsDialog(QDialog):
             b = QPushButton(text)
             b.clicked.connect(lambda _=False, a=action: self.run(a))
             row.addWidget(b)
+        self.add_button = QPushButton("Add file…")
+        self.add_button.setToolTip("Install the selected base's weights from a file you have (checked first)")
+        self.add_button.clicked.connect(lambda _=False: self.add_file())
+        row.addWidget(self.add_button)
         row.addStretch(1)
         close = QPushButton("Close")
         close.clicked.connect(self.accept)
@@ -77,6 +82,20 @@ class BaseModelsDialog(QDialog):
             return
         if self.controller.submit("base", make_base_action(action, base_id)):
             self.info.setText(f"{action} {base_id}…")
+        else:
+            self.info.setText("Another job is running; try again when it has finished.")
+
+    def add_file(self, path: Optional[str] = None) -> None:
+        base_id = self.selected()
+        if base_id is None:
+            return
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, f"Add weights for {base_id}", "",
+                                                  "Weights (*.pt *.pth *.ckpt *.bin *.safetensors);;All files (*)")
+            if not path:
+                return
+        if self.controller.submit("base", make_base_add(base_id, path)):
+            self.info.setText(f"adding {base_id} from {path}…")
         else:
             self.info.setText("Another job is running; try again when it has finished.")
 
