@@ -132,7 +132,10 @@ def test_fetch_records_sha_and_reports_progress(hub, tmp_path):
     assert download.recorded_sha256(out) == sha(data)
     assert seen[-1] == (len(data), len(data))
     assert not (tmp_path / "f.bin.part").exists()
-    assert download.verify(out) == (True, f"f.bin: ok (sha256 {sha(data)[:12]}…)")
+    # no pin: the sha256 recorded at this first download is what it is checked against
+    assert download.verify(out) == (True, f"f.bin: first-use (sha256 {sha(data)[:12]}… as first recorded; "
+                                          "no published checksum)")
+    assert download.recorded_trust(out) == download.FIRST_USE
     # already there: no second request
     n = len(hub.requests)
     download.fetch(hub.url + "/f.bin", out, sha256=sha(data))

@@ -11,7 +11,7 @@ from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png
 from ..jobs.metadata import read_metadata
 from ..jobs.output_paths import output_targets
 from ..zoo.registry import RECIPE_KEYS
-from .progress import BarProgress
+from .progress import BarProgress, download_bars
 
 
 def _session(args):
@@ -24,7 +24,9 @@ def _session(args):
     if args.precision:
         settings.precision = args.precision
     settings.offline = settings.offline or args.offline
-    return Session(settings)
+    session = Session(settings)
+    session.downloads = download_bars(args.quiet)  # what a job's loads fetch, shown in bytes
+    return session
 
 
 def cmd_reconstruct(args) -> int:
@@ -72,7 +74,8 @@ def cmd_finetune(args) -> int:
                           config=config, images=images, sample_count=args.sample,
                           oversample=args.oversample, filter_photos=args.filter)
     with BarProgress(args.quiet, phases=finetune_phases(req)) as bar:
-        entry = run_finetune(session, req, progress=bar, on_images=lambda chosen: tqdm.write(chosen.summary()))
+        entry = run_finetune(session, req, progress=bar, on_step=bar.on_step,
+                             on_images=lambda chosen: tqdm.write(chosen.summary()))
     print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
     return 0
 
@@ -107,6 +110,7 @@ def cmd_edit(args) -> int:
 
 def cmd_translate(args) -> int:
     from ..jobs.edit_job import EditRequest, build_edit, parse_attribute_args
+    from ..jobs.progress import translate_phases
     from ..jobs.translate_job import TranslateRequest, translate_metadata, translate_tensor
 
     session = _session(args)
@@ -118,7 +122,7 @@ def cmd_translate(args) -> int:
     stem = Path(args.image).stem
     targets = output_targets(args.output, [f"{stem}_seed{seed}" for seed in req.seeds], "", [args.image])
     x = load_image(args.image, spec.resolution, args.fit).tensor[None]
-    with BarProgress(args.quiet) as bar:
+    with BarProgress(args.quiet, phases=translate_phases(req)) as bar:
         _, edited = translate_tensor(session, req, x, progress=bar)
     for seed, target, img in zip(req.seeds, targets, edited):
         save_png(img, target, translate_metadata(session, req, seed))

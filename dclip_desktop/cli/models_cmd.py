@@ -2,29 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from tqdm import tqdm
-
-
-class _BytesBar:
-    """A byte progress bar opened on the first report, so an offline refusal prints nothing else."""
-
-    def __init__(self, desc: str) -> None:
-        self.desc, self.bar = desc, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            self.bar = tqdm(desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                            file=sys.stderr)
-        if total and self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from .progress import BytesBar
 
 
 def cmd_list(args) -> int:
@@ -55,14 +33,40 @@ def _offline(args) -> bool:
     return args.offline or Settings.load().offline
 
 
+def _offline_switches(args) -> list[str]:
+    """What turns offline mode on, each as what the user does to turn it off."""
+    import os
+
+    from ..jobs.settings import Settings
+    from ..zoo import download
+
+    switches = ["drop --offline"] if args.offline else []
+    if download.is_offline(False):
+        switches.append(f"unset DCLIP_OFFLINE (it is {os.environ.get('DCLIP_OFFLINE')!r})")
+    if Settings.load().offline:
+        switches.append("turn offline mode off in Settings")
+    return switches
+
+
 def cmd_download(args) -> int:
+    from ..errors import MissingWeights
     from ..zoo import download
 
     offline = _offline(args)
     for model_id in args.ids:
-        bar = _BytesBar(model_id)
+        bar = BytesBar(model_id)
         try:
             path = download.download(model_id, progress=bar, offline=offline)
+        except download.MissingWeightsError as exc:
+            if not download.is_offline(offline):
+                raise
+            # Running the same command again would only fail again: say what to switch off first.
+            where = exc.path.parent if exc.path else download.model_dir(model_id)
+            raise MissingWeights(
+                f"dclip models download {model_id} cannot download while offline mode is on "
+                f"({exc.filename} is not in {where}): "
+                f"{' and '.join(_offline_switches(args)) or 'switch offline mode off'}, then run it again"
+            ) from None
         finally:
             bar.close()
         print(f"{model_id}: ready in {path}")
@@ -70,6 +74,8 @@ def cmd_download(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    """One line a file: pinned (matches the published sha256), first-use (matches the sha256 recorded when
+    it was first downloaded: there is no published one), or MISMATCH."""
     from ..zoo import download, registry
 
     ids = args.ids or [m for m in registry.all_model_ids() if download.is_installed(m)]
@@ -77,7 +83,7 @@ def cmd_verify(args) -> int:
     for model_id in ids:
         for name, ok, reason in download.verify_model(model_id, repair_bad=args.repair, offline=offline):
             bad += not ok
-            print(f"{model_id}: {'ok ' if ok else 'BAD'} {reason or name}")
+            print(f"{model_id}: {reason or name}")
     return 1 if bad else 0
 
 

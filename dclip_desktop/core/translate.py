@@ -8,7 +8,7 @@ a photo: deterministic inversion with the original model, generation with the fi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import torch
@@ -73,12 +73,18 @@ def translate(
     schedule: Schedule = DEFAULT_SCHEDULE,
     progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
+    phase_progress: Optional[Callable[[str], Optional[Progress]]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (projected, edited), each [len(seeds),3,H,W]: the in-domain image and its edit."""
-    phases = 3
+    """Returns (projected, edited), each [len(seeds),3,H,W]: the in-domain image and its edit.
 
-    def phase(i: int) -> Progress:
-        return lambda step, total, preview: report(progress, i * total + step, phases * total, preview)
+    `phase_progress(name)` gives each of "projecting", "inverting" and "generating" its own progress (a
+    job weights them into one bar); otherwise `progress` sees thirds of one fraction."""
+    names = ("projecting", "inverting", "generating")
+
+    def phase(i: int) -> Optional[Progress]:
+        if phase_progress is not None:
+            return phase_progress(names[i])
+        return lambda step, total, preview: report(progress, i * total + step, len(names) * total, preview)
 
     projected = project_to_domain(
         original, x_src, seeds, t0=project_t0, rounds=rounds, steps=project_steps,

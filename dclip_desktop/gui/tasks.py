@@ -66,6 +66,7 @@ def make_translate(image: QImage, edit: dict, seeds: list[int], rounds: int, pro
     image = image.copy()
 
     def fn(session, ctx):
+        from ..jobs.progress import translate_phases
         from ..jobs.translate_job import TranslateRequest, translate_metadata, translate_tensor
         from .imaging import qimage_to_tensor, tensor_to_qimage
 
@@ -74,6 +75,7 @@ def make_translate(image: QImage, edit: dict, seeds: list[int], rounds: int, pro
         entry = session.library.get(req.edit.attributes[0][0])
         size = int(session.spec(req.edit.base_id or entry.base_id).resolution)
         x = qimage_to_tensor(image, size)[None]
+        ctx.track(translate_phases(req))  # one status-bar figure over projecting, inverting, generating
         projected, edited = translate_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
         metas = [translate_metadata(session, req, s) for s in seeds]
         return EditResult([tensor_to_qimage(t) for t in edited], metas, [f"seed {s}" for s in seeds],

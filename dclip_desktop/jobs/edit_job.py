@@ -195,6 +195,7 @@ def reconstruct_tensor(
 ) -> tuple[torch.Tensor, dict]:
     """Invert then generate with the original model: the reconstruction check (paper Table 1)."""
     validate_t0(t0)
+    session.prepare(base_id)  # fetched first: the latent cache's key needs the weights' sha
     latents = session.invert(base_id, x0, t0, s_for, progress=phase(progress, "inverting"), cancel=cancel)
     den = ModelDenoiser(session.base(base_id), session.autocast_dtype)
     recon = ddim_generate(den, latents, t0, s_gen, progress=phase(progress, "generating"), cancel=cancel)

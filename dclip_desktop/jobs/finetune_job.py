@@ -129,6 +129,33 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
     return TrainingImages(kept, "sampled", len(sampled), sel.matched, texts)
 
 
+def _manifest(session: Session, req: FinetuneRequest, chosen: TrainingImages, result, train_images: int) -> dict:
+    """What the attribute's manifest records of how it was made."""
+    cfg = req.config
+    return {
+        "base_id": req.base_id,
+        "base_sha256": session.base_sha(req.base_id),
+        "source": req.source,
+        "target": req.target,
+        "t0": cfg.t0,
+        "s_for": cfg.s_for,
+        "s_gen": cfg.s_gen,
+        "lambdas": {"clip": cfg.lambda_clip, "l1": cfg.lambda_l1, "face": cfg.lambda_face},
+        "clip_loss_form": cfg.clip_loss_form,
+        "lr": cfg.effective_lr(),
+        "lr_schedule": cfg.lr_schedule,
+        "epochs": cfg.epochs,
+        "mode": cfg.mode,
+        "lora_rank": cfg.lora_rank,
+        "seed": cfg.seed,
+        "train_images": train_images,
+        "train_source": chosen.source,
+        "train_considered": chosen.considered,
+        "train_matched": chosen.matched,
+        "final_loss": result.history[-1]["total"] if result.history else None,
+    }
+
+
 def run_finetune(
     session: Session,
     req: FinetuneRequest,
@@ -146,6 +173,7 @@ def run_finetune(
         raise JobError(f"an attribute named '{req.name}' already exists; pick another name")
     from ..core.clip_loss import DirectionalCLIPLoss
 
+    session.prepare(req.base_id, clip=True, face=cfg.lambda_face > 0)  # all of them, before the first UNet call
     base = session.base(req.base_id)
     chosen = training_images(session, req, progress, cancel)
     if on_images is not None:
@@ -179,31 +207,12 @@ def run_finetune(
     after = previews[-1] if previews else ddim_generate(
         ModelDenoiser(result.model, session.autocast_dtype), latents[-1:], cfg.t0, cfg.s_gen
     )
-    meta = {
-        "base_id": req.base_id,
-        "base_sha256": session.base_sha(req.base_id),
-        "source": req.source,
-        "target": req.target,
-        "t0": cfg.t0,
-        "s_for": cfg.s_for,
-        "s_gen": cfg.s_gen,
-        "lambdas": {"clip": cfg.lambda_clip, "l1": cfg.lambda_l1, "face": cfg.lambda_face},
-        "clip_loss_form": cfg.clip_loss_form,
-        "lr": cfg.effective_lr(),
-        "lr_schedule": cfg.lr_schedule,
-        "epochs": cfg.epochs,
-        "mode": cfg.mode,
-        "lora_rank": cfg.lora_rank,
-        "seed": cfg.seed,
-        "train_images": len(x0),
-        "train_source": chosen.source,
-        "train_considered": chosen.considered,
-        "train_matched": chosen.matched,
-        "final_loss": result.history[-1]["total"] if result.history else None,
-    }
+    meta = _manifest(session, req, chosen, result, len(x0))
     thumbs = {"before": tensor_to_pil(held_out[0]), "after": tensor_to_pil(after[0])}
     weights = {k: v.detach().cpu() for k, v in result.weights.items()}
+    if progress is not None:
+        progress("saving", 0, 1, after)
     entry = session.library.save_attribute(req.name, weights, result.kind, meta, thumbs)
     if progress is not None:
-        progress("saved", 1, 1, after)
+        progress("saving", 1, 1, after)
     return entry

@@ -27,7 +27,7 @@ class OverallProgress:
     work in any unit. Each phase's own step count restarts at 0, so a bar fed those directly jumps back
     at every phase change; this one moves through each phase's slice instead. A phase the job skips
     counts as done once a later one starts; a phase it repeats (the demo inverts again to edit) or one
-    not listed holds the bar where it is; the last phase, of weight 0 (a fine-tune's "saved"), ends at 1.
+    not listed holds the bar where it is; the last phase, of weight 0 (a fine-tune's "saving"), ends at 1.
     """
 
     def __init__(self, phases: Sequence[tuple[str, float]]) -> None:
@@ -71,4 +71,11 @@ def finetune_phases(req) -> list[tuple[str, float]]:
         kept = req.sample_count + 1  # + the held-out preview image
         sampled = kept * req.oversample
     return [("sampling", sampled * SAMPLE_STEPS), ("inverting", kept * cfg.s_for),
-            ("training", TRAIN_PASSES * cfg.epochs * (kept - 1) * cfg.s_gen), ("saved", 0)]
+            ("training", TRAIN_PASSES * cfg.epochs * (kept - 1) * cfg.s_gen), ("saving", 0)]
+
+
+def translate_phases(req) -> list[tuple[str, float]]:
+    """translate_tensor's phases for a TranslateRequest, weighted by their UNet passes (every phase runs
+    the whole batch of seeds): K projection rounds of `project_steps`, then the inversion and the edit."""
+    return [("projecting", req.rounds * req.project_steps), ("inverting", req.edit.s_for),
+            ("generating", req.edit.s_gen)]

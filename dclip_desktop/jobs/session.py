@@ -6,6 +6,7 @@ Nothing here imports Qt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +36,9 @@ class Session:
         self._library = None
         self._cache = None
         self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
+        # For a load given no progress: model id → a (done, total) byte callback for the files it fetches (the
+        # CLI's bars). Its close(), where it has one, runs when the load ends, finished or failed.
+        self.downloads: Optional[Callable[[str], Callable[[int, int], None]]] = None
 
     @property
     def precision(self) -> str:
@@ -46,11 +50,33 @@ class Session:
 
         return get_base(base_id)
 
+    def prepare(self, base_id: str, *, clip: bool = False, face: bool = False) -> None:
+        """Load every model a job will use before its first UNet call: a file missing offline, or a
+        download that fails, then stops the job at once rather than after its sampling and inversion
+        (most of an hour at 256² on a CPU). Downloads report through `downloads`."""
+        self.base(base_id)
+        if clip:
+            self.clip(self.clip_name(base_id))
+        if face:
+            self.face()
+
+    def _load(self, model_id: str, load, progress):
+        if progress is not None or self.downloads is None:
+            return load(progress)
+        bar = self.downloads(model_id)
+        try:
+            return load(bar)
+        finally:
+            close = getattr(bar, "close", None)
+            if close is not None:
+                close()
+
     def base(self, base_id: str, progress=None) -> nn.Module:
         if base_id not in self._bases:
             from ..zoo.loading import load_base
 
-            model = load_base(base_id, self.device, offline=self.settings.offline, progress=progress)
+            model = self._load(base_id, lambda p: load_base(base_id, self.device, offline=self.settings.offline,
+                                                            progress=p), progress)
             if self.settings.channels_last(self.device.type):  # attribute models, fine-tunes: copies inherit it
                 model = model.to(memory_format=torch.channels_last)
             self._bases[base_id] = model.eval().requires_grad_(False)
@@ -67,18 +93,21 @@ class Session:
         spec = self.spec(base_id)
         return "demo-tiny" if spec.is_demo else "ViT-B-16-quickgelu"
 
-    def clip(self, name: str):
+    def clip(self, name: str, progress=None):
         if name not in self._clips:
             from ..zoo.loading import load_clip
 
-            self._clips[name] = load_clip(name, self.device, offline=self.settings.offline)
+            self._clips[name] = self._load(
+                name, lambda p: load_clip(name, self.device, offline=self.settings.offline, progress=p), progress)
         return self._clips[name]
 
-    def face(self):
+    def face(self, progress=None):
         if "face" not in self._clips:
             from ..zoo.loading import load_face
+            from ..zoo.registry import DEFAULT_FACE
 
-            self._clips["face"] = load_face(self.device, offline=self.settings.offline)
+            self._clips["face"] = self._load(
+                DEFAULT_FACE, lambda p: load_face(self.device, offline=self.settings.offline, progress=p), progress)
         return self._clips["face"]
 
     # --- library ------------------------------------------------------------------------------

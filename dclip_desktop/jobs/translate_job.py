@@ -34,16 +34,18 @@ def translate_tensor(
     progress: Optional[JobProgress] = None,
     cancel: Optional[CancelToken] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_src [1,3,S,S] (or one image per seed) → (projected, edited) candidates, one per seed."""
+    """x_src [1,3,S,S] (or one image per seed) → (projected, edited) candidates, one per seed.
+
+    Each step of the translation is its own phase (`progress.translate_phases`), so one bar runs over
+    all three instead of restarting at each."""
     if not req.seeds:
         raise JobError("ask for at least one seed")
     edit = build_edit(session, req.edit)
-    project_t0 = _project_t0(session, req, edit.base_id)
     original = ModelDenoiser(session.base(edit.base_id), session.autocast_dtype)
     return translate(
         original, edit.denoiser(session), x_src.to(session.device), req.seeds, edit_t0=edit.t0, s_for=req.edit.s_for,
-        s_gen=req.edit.s_gen, project_t0=project_t0, rounds=req.rounds, project_steps=req.project_steps,
-        progress=phase(progress, "translating"), cancel=cancel,
+        s_gen=req.edit.s_gen, project_t0=_project_t0(session, req, edit.base_id), rounds=req.rounds,
+        project_steps=req.project_steps, cancel=cancel, phase_progress=lambda name: phase(progress, name),
     )
 
 

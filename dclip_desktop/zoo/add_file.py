@@ -201,7 +201,7 @@ def _install(spec, plan: _Plan, cancel) -> Added:
         else:
             _link_or_copy(plan.source, tmp)
         sha = download.sha256_file(tmp, cancel)
-        pinned = next((f.sha256 for f in spec.files if f.name == plan.name and f.sha256), None)
+        pinned = next((f.pinned_sha256(plan.name) for f in spec.files if f.pinned_sha256(plan.name)), None)
         if pinned and sha != pinned.lower():
             raise BadInput(f"{plan.source.name if plan.source else plan.name} is not {spec.id}'s published "
                            f"{plan.name} (sha256 {sha[:12]}…, the published one is {pinned[:12]}…)")

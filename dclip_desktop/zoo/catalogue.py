@@ -41,6 +41,10 @@ DDPM_FILES = [
     FileSpec("config.json", weights=False),
     FileSpec("diffusion_pytorch_model.safetensors", alternative="diffusion_pytorch_model.bin"),
 ]
+# No sha256 is pinned for the hub's DDPM-256 files: none could be checked against a stored public source
+# here. A download from the hub is checked against the LFS sha256 the hub itself sends (X-Linked-Etag) and
+# recorded as "hub" trust; config.json (not an LFS file) is trusted on first use. A pin goes into the
+# FileSpec (`sha256` / `alternative_sha256`) once a source states it.
 
 # --- presets ------------------------------------------------------------------------------------
 # t0 per METHOD.md: colour/attribute edits 201–401, style/identity swaps 500–601.
@@ -178,6 +182,7 @@ BASES: tuple[BaseSpec, ...] = (
         arch="adm",
         resolution=512,
         url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/512x512_diffusion.pt",
+        # guided-diffusion's README gives only the URL, no checksum: trusted on first use.
         files=[FileSpec("512x512_diffusion.pt")],
         presets=IMAGENET_PRESETS,
         recipe={"t0": 601},
@@ -210,5 +215,7 @@ FACES: tuple[FaceSpec, ...] = (
         title="FaceNet InceptionResnetV1 (VGGFace2)",
         filename="20180402-114759-vggface2.pt",
         url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        # No published sha256: facenet-pytorch's own loader downloads it unchecked
+        # (inception_resnet_v1.load_weights: download_url_to_file(path, cached_file)). Trusted on first use.
     ),
 )

@@ -7,7 +7,8 @@ Files land under the cache root:
     <cache root>/facenet/<file>                                     the face net
     <cache root>/bases/<id>/<file>                                  bases without a hub repo (ADM)
 
-Environment: DCLIP_CACHE_DIR (cache root); fetcher.py reads the network settings.
+Environment: DCLIP_CACHE_DIR (cache root), DCLIP_FACENET_URL (the face net's file, or a folder URL ending
+in "/" that holds it: a mirror, since it is not on the hub); fetcher.py reads the network settings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from . import registry
 from .fetcher import (
     CHUNK,
     DEFAULT_ENDPOINT,
+    FIRST_USE,
+    HUB_CHECKED,
+    LOCK_SUFFIX,
     PART_SUFFIX,
+    PINNED,
     SIDECAR_SUFFIX,
     ChecksumError,
     DownloadError,
@@ -34,6 +39,7 @@ from .fetcher import (
     hf_file_url,
     is_offline,
     recorded_sha256,
+    recorded_trust,
     repair,
     sha256_file,
     sidecar_path,
@@ -43,12 +49,13 @@ from .fetcher import (
 
 # Callers use `download.X` for the engine's names too: one module to import for "model weights".
 __all__ = [
-    "CHUNK", "DEFAULT_ENDPOINT", "PART_SUFFIX", "SIDECAR_SUFFIX", "ChecksumError", "DownloadError",
-    "MissingWeightsError", "ProgressFn", "add_command", "cache_root", "download", "download_base", "download_command",
-    "ensure", "fetch", "hf_endpoint", "hf_file_url", "is_installed", "is_offline", "local_file", "model_dir",
-    "recorded_sha256", "repair", "sha256_file", "sidecar_path", "verify", "verify_base", "verify_model",
-    "write_sidecar",
+    "CHUNK", "DEFAULT_ENDPOINT", "FIRST_USE", "HUB_CHECKED", "LOCK_SUFFIX", "PART_SUFFIX", "PINNED", "SIDECAR_SUFFIX",
+    "ChecksumError", "DownloadError", "MissingWeightsError", "ProgressFn", "add_command", "cache_root", "download",
+    "download_base", "download_command", "ensure", "fetch", "hf_endpoint", "hf_file_url", "is_installed",
+    "is_offline", "local_file", "model_dir", "recorded_sha256", "recorded_trust", "repair",
+    "sha256_file", "sidecar_path", "verify", "verify_base", "verify_model", "write_sidecar",
 ]
+FACENET_URL_ENV = "DCLIP_FACENET_URL"
 
 
 # --- the cache ----------------------------------------------------------------------------------
@@ -86,6 +93,9 @@ def _urls(spec, name: str) -> str:
     if getattr(spec, "repo_id", None):
         return hf_file_url(spec.repo_id, name, spec.revision)
     url = getattr(spec, "url", None)
+    override = os.environ.get(FACENET_URL_ENV, "").strip() if isinstance(spec, registry.FaceSpec) else ""
+    if override:  # a folder URL ("…/") holds the file under its own name; otherwise it is the file's URL
+        return override + quote(name) if override.endswith("/") else override
     if not url:
         where = getattr(spec, "manual_source", "") or "the model's publisher"
         raise DownloadError(
@@ -93,6 +103,14 @@ def _urls(spec, name: str) -> str:
             f"{add_command(spec.id)} (it goes into {model_dir(spec)})"
         )
     return url if url.rsplit("/", 1)[-1] == name else url.rsplit("/", 1)[0] + "/" + quote(name)
+
+
+def _by_hand(spec, name: str) -> str:
+    """How to install a file of `spec` without this app's download (the face net has no `models add`)."""
+    if not isinstance(spec, registry.FaceSpec):
+        return ""
+    return (f" Or put {name} into {model_dir(spec)} by hand (from {spec.url}); "
+            f"behind a mirror, set {FACENET_URL_ENV} to its URL.")
 
 
 def local_file(model_or_spec, file: registry.FileSpec) -> Optional[Path]:
@@ -147,30 +165,28 @@ def ensure(
         if local_file(spec, f) is not None:
             continue
         try:
-            fetch(
-                _urls(spec, f.name),
-                folder / f.name,
-                f.sha256,
-                progress,
-                cancel,
-                offline=offline,
-                model_id=spec.id,
-                **fetch_kwargs,
-            )
-        except DownloadError as exc:
-            if exc.status != 404 or not f.alternative:
+            try:
+                _fetch_one(spec, f, f.name, progress, cancel, offline, **fetch_kwargs)
+            except DownloadError as exc:
+                if exc.status != 404 or not f.alternative:
+                    raise
+                _fetch_one(spec, f, f.alternative, progress, cancel, offline, **fetch_kwargs)
+        except MissingWeightsError as exc:
+            hint = _by_hand(spec, exc.filename)
+            if not hint:
                 raise
-            fetch(
-                _urls(spec, f.alternative),
-                folder / f.alternative,
-                None,
-                progress,
-                cancel,
-                offline=offline,
-                model_id=spec.id,
-                **fetch_kwargs,
-            )
+            raise MissingWeightsError(exc.filename, spec.id, exc.path, exc.reason, exc.weights, hint) from None
+        except DownloadError as exc:
+            hint = _by_hand(spec, f.name)
+            if not hint:
+                raise
+            raise type(exc)(f"{exc}.{hint}", status=exc.status) from exc
     return folder
+
+
+def _fetch_one(spec, f: registry.FileSpec, name: str, progress, cancel, offline, **fetch_kwargs) -> Path:
+    return fetch(_urls(spec, name), model_dir(spec) / name, f.pinned_sha256(name), progress, cancel,
+                 offline=offline, model_id=spec.id, weights=f.weights, **fetch_kwargs)
 
 
 def download(
@@ -212,13 +228,13 @@ def verify_model(
                 continue
             ok, reason = False, f"{f.name}: missing"
         else:
-            ok, reason = verify(path, f.sha256 if path.name == f.name else None)
+            ok, reason = verify(path, f.pinned_sha256(path.name))
         if not ok and repair_bad:
             target = path or model_dir(spec) / f.name
             repair(
                 _urls(spec, target.name),
                 target,
-                f.sha256 if target.name == f.name else None,
+                f.pinned_sha256(target.name),
                 progress=progress,
                 cancel=cancel,
                 offline=offline,

@@ -4,6 +4,10 @@
 checks the sha256 (given, or the hub's X-Linked-Etag), renames into place and records the sha256 in a
 `<file>.sha256` sidecar. It knows URLs and files, not models: the model-level API is `download.py`.
 
+Trust: a file with a pinned sha256 (the registry's) is checked against it. A file without one is trusted
+on first use: the download says so (a `dclip_desktop` warning) and its sidecar records what was seen, so
+every later check compares against that first download (`verify` reports it as first-use).
+
 Environment: DCLIP_OFFLINE=1 (never touch the network), HF_ENDPOINT (hub address, e.g. a mirror),
 HF_TOKEN (sent to the hub only).
 """
@@ -11,10 +15,12 @@ HF_TOKEN (sent to the hub only).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import quote
@@ -24,8 +30,12 @@ from ..errors import MissingWeights
 CHUNK = 1 << 20
 SIDECAR_SUFFIX = ".sha256"
 PART_SUFFIX = ".part"
+LOCK_SUFFIX = ".lock"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ProgressFn = Callable[[int, int], None]
+# How a file's recorded sha256 was established (the sidecar's second line; old sidecars have none).
+PINNED, HUB_CHECKED, FIRST_USE = "pinned", "hub", "first-use"
+log = logging.getLogger(__name__)
 
 
 class DownloadError(OSError, MissingWeights):
@@ -49,8 +59,11 @@ class MissingWeightsError(FileNotFoundError, MissingWeights):
         model_id: Optional[str] = None,
         path: Optional[Path] = None,
         reason: str = "offline mode is on (DCLIP_OFFLINE=1 or --offline), so nothing was downloaded",
+        weights: bool = True,
+        hint: str = "",
     ) -> None:
         self.filename, self.model_id, self.path = filename, model_id, path
+        self.reason, self.weights = reason, weights
         self.command = download_command(model_id) if model_id else None
         where = f" (expected at {path})" if path else ""
         whose = f" of '{model_id}'" if model_id else ""
@@ -59,7 +72,8 @@ class MissingWeightsError(FileNotFoundError, MissingWeights):
             if self.command
             else " Download it first, or switch offline mode off."
         )
-        super().__init__(f"missing weights file '{filename}'{whose}{where}: {reason}.{how}")
+        what = "weights file" if weights else "file"  # config.json is a file of the model, not weights
+        super().__init__(f"missing {what} '{filename}'{whose}{where}: {reason}.{how}{hint}")
 
     def __str__(self) -> str:  # FileNotFoundError's own __str__ would format errno/filename
         return self.args[0]
@@ -115,26 +129,49 @@ def recorded_sha256(path: Union[str, Path]) -> Optional[str]:
     return token if re.fullmatch(r"[0-9a-f]{64}", token) else None
 
 
-def write_sidecar(path: Path, sha: str) -> None:
-    """Record `sha` as the file's checksum in `<file>.sha256` ("<sha>  <name>", as sha256sum writes it)."""
+def recorded_trust(path: Union[str, Path]) -> Optional[str]:
+    """How the sidecar's sha256 was established (PINNED, HUB_CHECKED, FIRST_USE); None for old sidecars
+    and files installed by hand."""
+    try:
+        lines = sidecar_path(path).read_text().splitlines()
+    except OSError:
+        return None
+    m = re.match(r"#\s*trust:\s*(\S+)", lines[1]) if len(lines) > 1 else None
+    return m.group(1) if m else None
+
+
+def write_sidecar(path: Path, sha: str, trust: Optional[str] = None, source: str = "") -> None:
+    """Record `sha` as the file's checksum in `<file>.sha256` ("<sha>  <name>", as sha256sum writes it),
+    and with `trust`, a second line saying how it was established, where from and when."""
     side = sidecar_path(path)
     tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(f"{sha}  {path.name}\n")
+    text = f"{sha}  {path.name}\n"
+    if trust:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        text += f"# trust: {trust} {when} {source}".rstrip() + "\n"
+    tmp.write_text(text)
     os.replace(tmp, side)
 
 
 def verify(path: Union[str, Path], sha256: Optional[str] = None) -> tuple[bool, str]:
-    """Check a cached file against `sha256` or, failing that, its recorded sidecar checksum."""
+    """Check a cached file against its pinned `sha256` or, with no pin, the sha256 recorded when it was
+    first downloaded (or installed). The reason says which: "pinned", "first-use" or "MISMATCH"."""
     path = Path(path)
     if not path.is_file():
         return False, f"{path.name}: missing"
-    expected = (sha256 or recorded_sha256(path) or "").lower() or None
+    pin = sha256.lower() if sha256 else None
+    expected = pin or recorded_sha256(path)
     if expected is None:
         return True, f"{path.name}: present, no checksum recorded (not verified)"
     actual = sha256_file(path)
     if actual != expected:
-        return False, f"{path.name}: checksum mismatch (expected {expected[:12]}…, got {actual[:12]}…)"
-    return True, f"{path.name}: ok (sha256 {actual[:12]}…)"
+        against = "pinned" if pin else "recorded at first use"
+        return False, (f"{path.name}: MISMATCH (checksum mismatch: {against} {expected[:12]}…, "
+                       f"got {actual[:12]}…)")
+    if pin:
+        return True, f"{path.name}: pinned (sha256 {actual[:12]}… is the published one)"
+    how = "checked against the hub's at download" if recorded_trust(path) == HUB_CHECKED else "no published checksum"
+    return True, f"{path.name}: first-use (sha256 {actual[:12]}… as first recorded; {how})"
 
 
 # --- the fetch primitive ------------------------------------------------------------------------
@@ -245,13 +282,16 @@ def fetch(
     offline: Optional[bool] = None,
     model_id: Optional[str] = None,
     backoff: float = 1.0,
+    weights: bool = True,
 ) -> Path:
     """Download `url` to `dest` unless it is already there (and matches `sha256` when given).
 
     Resumes `dest.part` with an HTTP Range request, retries network errors `retries` times with
     exponential backoff, verifies `sha256` (else the hub's X-Linked-Etag when sent), renames
-    atomically, and records the file's sha256 in `<dest>.sha256`. In offline mode it never touches
-    the network and raises MissingWeightsError (naming `model_id`'s download command) instead.
+    atomically, and records the file's sha256 in `<dest>.sha256` (with how far it is trusted: without
+    a `sha256`, a warning says it is trusted on first use). In offline mode it never touches the network
+    and raises MissingWeightsError (naming `model_id`'s download command) instead. `weights`: whether
+    that error calls it a weights file.
     """
     dest = Path(dest)
     expected = sha256.lower() if sha256 else None
@@ -271,27 +311,16 @@ def fetch(
                 dest,
                 "the cached copy does not match its sha256 and "
                 "offline mode is on, so it was not downloaded again",
+                weights=weights,
             )
-        raise MissingWeightsError(dest.name, model_id, dest)
-
-    from filelock import FileLock
+        raise MissingWeightsError(dest.name, model_id, dest, weights=weights)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + PART_SUFFIX)
-    with FileLock(str(dest) + ".lock"):
-        attempt = 0
-        while True:
-            _check_cancel(cancel)
-            try:
-                announced = _one_attempt(url, part, timeout, progress, cancel)
-                break
-            except DownloadError as exc:
-                retryable = exc.status is None or exc.status in (206, 408, 416, 425, 429) or exc.status >= 500
-                if not retryable or attempt >= retries:
-                    raise
-                attempt += 1
-                if backoff:
-                    time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
+    with _fetch_lock(dest.with_name(dest.name + LOCK_SUFFIX)):
+        if dest.is_file() and (not expected or recorded_sha256(dest) == expected):
+            return dest  # another process fetched it while this one waited for the lock
+        announced = _download_part(url, part, timeout, retries, backoff, progress, cancel)
         actual = sha256_file(part, cancel)
         want = expected or announced
         if want and actual != want:
@@ -303,8 +332,65 @@ def fetch(
         if dest.exists():
             dest.unlink()
         os.replace(part, dest)
-        write_sidecar(dest, actual)
+        trust = PINNED if expected else HUB_CHECKED if announced else FIRST_USE
+        write_sidecar(dest, actual, trust, url)
+    if not expected:
+        checked = ", it matches the server's checksum" if announced else ""
+        log.warning(f"{dest.name}: no published checksum, trusted on first use (sha256 {actual[:12]}…{checked}); "
+                    f"recorded in {sidecar_path(dest).name}, which `dclip models verify` checks it against")
     return dest
+
+
+def _download_part(url, part: Path, timeout, retries, backoff, progress, cancel) -> Optional[str]:
+    """`_one_attempt` until it succeeds, retrying network errors with exponential backoff."""
+    attempt = 0
+    while True:
+        _check_cancel(cancel)
+        try:
+            return _one_attempt(url, part, timeout, progress, cancel)
+        except DownloadError as exc:
+            retryable = exc.status is None or exc.status in (206, 408, 416, 425, 429) or exc.status >= 500
+            if not retryable or attempt >= retries:
+                raise
+            attempt += 1
+            if backoff:
+                time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
+
+
+@contextmanager
+def _fetch_lock(lock: Path) -> Iterator[None]:
+    """One process at a time fetches a file; the lock file is gone again when the fetch ends.
+
+    On POSIX the lock file is removed while still held, so a process waiting on it wakes holding a lock on
+    a deleted file: it notices (the path is gone or names another file) and locks afresh. filelock's Unix
+    lock cannot do that check, so it would leave a `.lock` beside every cached file. Its Windows lock
+    removes the file itself."""
+    if os.name != "posix":
+        from filelock import FileLock
+
+        with FileLock(str(lock)):
+            yield
+        return
+    import fcntl
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(lock) and os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def repair(url: str, dest: Union[str, Path], sha256: Optional[str] = None, **kwargs) -> Path:

@@ -42,7 +42,7 @@ def _checked_weights(spec, offline: Optional[bool], progress) -> Path:
         raise download.MissingWeightsError(
             f.name, spec.id, download.model_dir(spec) / f.name, "the file vanished"
         )
-    ok, reason = download.verify(path, f.sha256 if path.name == f.name else None)
+    ok, reason = download.verify(path, f.pinned_sha256(path.name))
     if not ok:
         raise download.ChecksumError(
             f"{reason} in {path.parent}. The cached file is damaged; repair it with: "

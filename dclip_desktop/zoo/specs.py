@@ -20,12 +20,20 @@ class UnknownBaseError(KeyError, BadInput):
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file of a model repo. `alternative` is fetched instead when the server has no `name` (404)."""
+    """One file of a model repo. `alternative` is fetched instead when the server has no `name` (404).
+
+    `sha256` / `alternative_sha256`: the published checksum of each, where a public source states one
+    (the file is then "pinned"); None means trusted on first use (`fetcher.py`)."""
 
     name: str
     sha256: Optional[str] = None
     alternative: Optional[str] = None
     weights: bool = True  # False for configs: base_sha256 hashes the weights file
+    alternative_sha256: Optional[str] = None
+
+    def pinned_sha256(self, name: str) -> Optional[str]:
+        """The published sha256 of `name` (this file or its alternative), if one is known."""
+        return self.sha256 if name == self.name else self.alternative_sha256 if name == self.alternative else None
 
 
 @dataclass(frozen=True)
