@@ -59,3 +59,21 @@ def tiny_clip(seed: int = 0):
         text_cfg=dict(context_length=32, vocab_size=49408, width=64, heads=2, layers=2),
     ).eval()
     return model, open_clip.get_tokenizer("ViT-B-32", context_length=32)
+
+
+@pytest.fixture
+def panel(qtbot):
+    """The real prompt panel on a fresh fine-tune model, with a controller that runs no job."""
+    from types import SimpleNamespace
+
+    from dclip_desktop.gui.models.bases import usable_bases
+    from dclip_desktop.gui.models.finetune import FinetuneModel
+    from dclip_desktop.gui.ui.prompt_panel import PromptPanel
+    from dclip_desktop.gui.worker import JobController
+
+    controller = JobController(session=SimpleNamespace(settings=SimpleNamespace(preview_every=1),
+                                                       forget_attributes=lambda: None))
+    p = PromptPanel(FinetuneModel(), controller, usable_bases())
+    qtbot.addWidget(p)
+    yield p
+    controller.shutdown()

@@ -11,3 +11,13 @@ def close_boxes(window) -> None:
     box = window.last_error_box
     if box is not None and box.isVisible():
         box.close()
+
+
+def recipe_fields(base_id: str, source: str, target: str) -> dict:
+    """recipe_for's overrides on FinetuneConfig: what `dclip finetune --src --tgt` would train with."""
+    from dclip_desktop.core.config import FinetuneConfig
+    from dclip_desktop.gui.models.finetune import RECIPE_FIELDS
+    from dclip_desktop.zoo.registry import get_base, recipe_for
+
+    cfg = FinetuneConfig(**recipe_for(get_base(base_id), source, target))
+    return {k: getattr(cfg, k) for k in RECIPE_FIELDS}

@@ -9,7 +9,6 @@ import torch
 
 from dclip_desktop.cli.main import build_parser, main
 from dclip_desktop.demo import world
-from dclip_desktop.jobs.images import save_png
 from dclip_desktop.jobs.metadata import read_metadata
 
 
@@ -57,17 +56,13 @@ def test_bad_image_is_a_clear_error(tmp_path, capsys):
 
 
 def test_finetune_edit_info_reconstruct_on_the_demo_base(tmp_path, capsys):
-    imgs = tmp_path / "photos"
-    imgs.mkdir()
-    x, _, _ = world.make_scenes(range(4), color="red")
-    for i, img in enumerate(x):
-        save_png(img, imgs / f"scene{i}.png")
+    imgs = world.save_scenes(tmp_path / "photos", 4, color="red")
     assert main(["finetune", "--src", "red", "--tgt", "blue", "--name", "blue", "--images", str(imgs),
                  "--s-for", "8", "--s-gen", "3", "--rank", "2", "-q"]) == 0
     assert main(["library", "list"]) == 0
     assert "blue" in capsys.readouterr().out
     out = tmp_path / "edited.png"
-    src = imgs / "scene0.png"
+    src = imgs / "scene-00.png"
     before = src.read_bytes()
     assert main(["edit", str(src), "--attr", "blue", "--degree", "0.7", "--s-for", "8", "--s-gen", "8", "-o",
                  str(out), "-q"]) == 0

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-import pytest
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLabel, QLineEdit, QSlider, QSpinBox
 
 from dclip_desktop.core.config import FinetuneConfig
-from dclip_desktop.gui.models.finetune import RECIPE_FIELDS, FinetuneModel
+from dclip_desktop.gui.models.finetune import FinetuneModel
 from dclip_desktop.gui.properties import Observable, Property, bind, bind_combo, follow
-from dclip_desktop.zoo.registry import get_base, recipe_for
+from tests.gui_helpers import recipe_fields as _expected
 
 
 class Knobs(Observable):
@@ -134,36 +133,17 @@ def test_observable_fields_mirror_the_config(qapp):
 
 
 # --- the recipe through bound widgets -------------------------------------------------------------
-def _expected(source: str, target: str) -> dict:
-    cfg = FinetuneConfig(**recipe_for(get_base("demo-shapes"), source, target))
-    return {k: getattr(cfg, k) for k in RECIPE_FIELDS}
-
-
-@pytest.fixture
-def panel(qtbot):
-    from dclip_desktop.gui.models.bases import usable_bases
-    from dclip_desktop.gui.ui.prompt_panel import PromptPanel
-    from dclip_desktop.gui.worker import JobController
-
-    controller = JobController(session=SimpleNamespace(settings=SimpleNamespace(preview_every=1),
-                                                       forget_attributes=lambda: None))
-    p = PromptPanel(FinetuneModel(), controller, usable_bases())
-    qtbot.addWidget(p)
-    yield p
-    controller.shutdown()
-
-
 def test_a_recipe_change_reaches_the_widgets_not_set_by_hand(panel):
     m = panel.model
     m.source, m.target = "red", "blue"
-    first = _expected("red", "blue")
+    first = _expected("demo-shapes", "red", "blue")
     assert (panel.t0_spin.value(), panel.epochs.value(), panel.l1.value()) == \
         (first["t0"], first["epochs"], first["lambda_l1"])
     panel.t0_spin.setValue(351)  # the user's own t0
     assert m.t0 == 351 and m.by_hand == {"t0"} and panel.t0_slider.value() == 351
     t0_seen, epochs_seen = _record(m.t0_changed), _record(m.epochs_changed)
     m.source, m.target = "circle", "triangle"  # the model's text pair, not the widgets': a new recipe
-    second = _expected("circle", "triangle")
+    second = _expected("demo-shapes", "circle", "triangle")
     assert second["t0"] != 351 and second["clip_loss_form"] != first["clip_loss_form"]
     assert panel.t0_spin.value() == panel.t0_slider.value() == m.t0 == 351 and t0_seen == []
     assert panel.clip_form.currentData() == m.clip_loss_form == second["clip_loss_form"]

@@ -4,22 +4,11 @@ are decided, whether the user picks a preset or types the text pair; a field set
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
-
-import pytest
 
 from dclip_desktop.core.finetune import FinetuneConfig
-from dclip_desktop.gui.models.bases import usable_bases
 from dclip_desktop.gui.models.finetune import RECIPE_FIELDS, FinetuneModel, FinetuneParams
 from dclip_desktop.gui.ui.prompt_panel import PromptPanel
-from dclip_desktop.gui.worker import JobController
-from dclip_desktop.zoo.registry import get_base, recipe_for
-
-
-def _expected(base_id: str, source: str, target: str) -> dict:
-    """recipe_for's overrides on FinetuneConfig: what `dclip finetune --src --tgt` would train with."""
-    cfg = FinetuneConfig(**recipe_for(get_base(base_id), source, target))
-    return {k: getattr(cfg, k) for k in RECIPE_FIELDS}
+from tests.gui_helpers import recipe_fields as _expected
 
 
 def _used(panel: PromptPanel) -> dict:
@@ -27,16 +16,6 @@ def _used(panel: PromptPanel) -> dict:
     nothing is copied out of them first)."""
     cfg = panel.model.params.to_request().config
     return {k: getattr(cfg, k) for k in RECIPE_FIELDS}
-
-
-@pytest.fixture
-def panel(qtbot):
-    controller = JobController(session=SimpleNamespace(settings=SimpleNamespace(preview_every=1),
-                                                       forget_attributes=lambda: None))
-    p = PromptPanel(FinetuneModel(), controller, usable_bases())
-    qtbot.addWidget(p)
-    yield p
-    controller.shutdown()
 
 
 def test_gui_fallbacks_are_the_engine_defaults():

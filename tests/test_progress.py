@@ -13,7 +13,6 @@ from dclip_desktop.cli.progress import BarProgress
 from dclip_desktop.core.finetune import FinetuneConfig
 from dclip_desktop.demo import world
 from dclip_desktop.jobs.finetune_job import FinetuneRequest
-from dclip_desktop.jobs.images import save_png
 from dclip_desktop.jobs.progress import OverallProgress, finetune_phases, translate_phases
 
 
@@ -132,11 +131,7 @@ def test_the_fine_tune_bar_shows_the_loss(capsys):
 def test_dclip_finetune_prints_its_loss_and_saves_as_a_real_phase(tmp_path, capsys):
     from dclip_desktop.cli.main import main
 
-    imgs = tmp_path / "photos"
-    imgs.mkdir()
-    x, _, _ = world.make_scenes(range(2), color="red")
-    for i, img in enumerate(x):
-        save_png(img, imgs / f"scene{i}.png")
+    imgs = world.save_scenes(tmp_path / "photos", 2, color="red")
     assert main(["finetune", "--src", "red", "--tgt", "blue", "--name", "blue", "--images", str(imgs), "--epochs",
                  "1", "--s-for", "4", "--s-gen", "3", "--rank", "2"]) == 0
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -200,6 +201,19 @@ def make_scenes(
     imgs = np.stack([r[0] for r in rendered])
     masks = np.stack([r[1] for r in rendered])
     return to_tensor(imgs), torch.from_numpy(masks), specs
+
+
+def save_scenes(folder, n: int, prefix: str = "scene", **overrides) -> Path:
+    """A folder of `n` scenes as PNG files (seeds 0..n−1): the training photos a user would point a
+    fine-tune at, for the screenshots and the tests."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x, _, _ = make_scenes(range(n), **overrides)
+    for i, img in enumerate(to_uint8(x)):
+        Image.fromarray(img).save(folder / f"{prefix}-{i:02d}.png")
+    return folder
 
 
 # ---------------------------------------------------------------- measuring helpers

@@ -51,17 +51,6 @@ def _scene(path: Path) -> Path:
     return path
 
 
-def _red_scenes(folder: Path, n: int = 24) -> Path:
-    from ..demo import world
-    from ..jobs.images import save_png
-
-    folder.mkdir(parents=True, exist_ok=True)
-    x, _, _ = world.make_scenes(range(n), color="red")
-    for i, img in enumerate(x):
-        save_png(img, folder / f"red-{i:02d}.png")
-    return folder
-
-
 def _idle(app, c, seconds: int) -> None:
     _wait(app, c.busy_changed, seconds, lambda busy: not busy)
 
@@ -77,7 +66,9 @@ def _train_and_apply(app, w, tmp: Path) -> None:
             p.preset_combo.setCurrentIndex(red)
             p._on_preset(red)
         p.name_edit.setText("blue")
-        p.folder_edit.setText(str(_red_scenes(tmp / "train")))
+        from ..demo.world import save_scenes
+
+        p.folder_edit.setText(str(save_scenes(tmp / "train", 24, prefix="red", color="red")))
         p.folder_radio.setChecked(True)
         if p.start():
             _idle(app, c, 600)

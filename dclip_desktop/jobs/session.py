@@ -183,11 +183,14 @@ class Session:
         latents are recycled across attributes). `whole`: when any is missing, invert every image in one
         batch, so a compiled UNet sees one shape."""
         x0 = x0.to(self.device)
-        keys = self._latent_keys(base_id, x0, t0, s_for)
+        keys = None  # hashing every image costs a pass over its pixels: only when the cache is asked or fed
         if known is not None:
             found = list(known)
+        elif use_cache:
+            keys = self._latent_keys(base_id, x0, t0, s_for)
+            found = self.cache.get_many(keys)
         else:
-            found = self.cache.get_many(keys) if use_cache else [None] * len(keys)
+            found = [None] * len(x0)
         missing = [i for i, z in enumerate(found) if z is None]
         if missing:
             run = list(range(len(found))) if whole else missing
@@ -199,6 +202,7 @@ class Session:
             self.inversion_calls += den.calls
             by_index = dict(zip(run, latents))
             if use_cache:  # a padded batch repeats its last image: store each key once
+                keys = keys or self._latent_keys(base_id, x0, t0, s_for)
                 first = {keys[i]: i for i in reversed(missing)}
                 self.cache.put_many(list(first), [by_index[i].cpu() for i in first.values()])
             found = [by_index.get(i, z) for i, z in enumerate(found)]
