@@ -60,6 +60,9 @@ def test_fields_set_by_hand_stay_until_set_back(panel):
 def test_model_follows_a_real_base_recipe(qapp):
     m = FinetuneModel()
     m.set_prompt(base_id="celebahq", source="face", target="angry face")
-    expected = {**dataclasses.asdict(FinetuneParams().config), "t0": 301}  # the preset's t0, the rest default
+    # the preset's t0 and the paper's identity loss on a face base, the rest default
+    expected = {**dataclasses.asdict(FinetuneParams().config), "t0": 301, "lambda_face": 0.3}
     assert m.recipe() == {k: expected[k] for k in RECIPE_FIELDS} == _expected("celebahq", "face", "angry face")
-    assert m.params.config.t0 == 301
+    assert m.params.config.t0 == 301 and m.params.config.lambda_face == 0.3
+    m.set_prompt(base_id="church", source="church", target="golden church")
+    assert m.params.config.lambda_face == 0.0  # no identity loss off faces

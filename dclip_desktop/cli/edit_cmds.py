@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
+from ..jobs.face_edit import FACE_MODES
 from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png
 from ..jobs.metadata import read_metadata
 from ..jobs.output_paths import output_targets
@@ -49,7 +50,7 @@ def cmd_reconstruct(args) -> int:
 def _config_from_args(args, recipe: dict) -> FinetuneConfig:
     """The options given, then `recipe` (the base's recipe for this text pair, refined by its kind of edit
     and by a preset of exactly this pair) for the ones left out, then FinetuneConfig's defaults."""
-    given = dict(s_for=args.s_for, s_gen=args.s_gen, lambda_face=args.lambda_face, lambda_clip=args.lambda_clip,
+    given = dict(s_for=args.s_for, s_gen=args.s_gen, lambda_clip=args.lambda_clip,
                  lr_schedule=args.lr_schedule, mode=args.mode, lora_rank=None if args.full else args.rank,
                  batch_size=args.batch_size, seed=args.seed)
     # The recipe's options default to None on the command line: None is "left out", not a value.
@@ -89,6 +90,8 @@ def _edit_request(args, session):
 
 def cmd_edit(args) -> int:
     from ..jobs.edit_job import build_edit, edit_metadata, edit_tensor
+    from ..jobs.face_edit import edit_faces, faces_wanted
+    from ..jobs.images import open_image
 
     session = _session(args)
     req = _edit_request(args, session)
@@ -96,12 +99,21 @@ def cmd_edit(args) -> int:
     spec = session.spec(base_id)
     paths = [Path(p) for p in args.images]
     targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)  # before any work
+    meta = edit_metadata(session, req)
+    if faces_wanted(args.faces, spec.domain):
+        # each photo keeps its size: its faces are aligned, edited and pasted back
+        for p, target in zip(paths, targets):
+            with BarProgress(args.quiet) as bar:
+                out, count = edit_faces(open_image(p), p.name, spec.resolution,
+                                        lambda x, bar=bar: edit_tensor(session, req, x, progress=bar))
+            save_png(out, target, {**meta, "source_image": p.name, "faces": count})
+            print(f"{p} → {target} ({count} face{'s' if count != 1 else ''})")
+        return 0
     import torch
 
     x = torch.stack([load_image(p, spec.resolution, args.fit).tensor for p in paths])
     with BarProgress(args.quiet) as bar:
         out = edit_tensor(session, req, x, progress=bar)
-    meta = edit_metadata(session, req)
     for p, target, img in zip(paths, targets, out):
         save_png(img, target, {**meta, "source_image": p.name})
         print(f"{p} → {target}")
@@ -184,7 +196,8 @@ def register(sub) -> None:
     p.add_argument("--full", action="store_true", help="train all weights instead of a LoRA")
     p.add_argument("--lambda-clip", type=float, default=3.0)
     p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: the base's recipe for this pair)")
-    p.add_argument("--lambda-face", type=float, default=0.0)
+    p.add_argument("--lambda-face", type=float, default=None,
+                   help="identity loss weight (default: the base's recipe: 0.3 on face bases, else 0)")
     p.add_argument("--clip-loss", dest="clip_loss_form", choices=CLIP_LOSS_FORMS, default=None,
                    help="directional loss form: −log((1+cos)/2) or 1−cos (default: the base's recipe for this pair)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -198,6 +211,9 @@ def register(sub) -> None:
     p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]", or "t0": '
                    "each step to the attribute with the smallest t0 above it (coarse to fine)")
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder")
+    p.add_argument("--faces", choices=FACE_MODES, default="auto",
+                   help="align each face in the photo, edit it and paste it back at full resolution "
+                        "(auto: on face bases such as celebahq, when facenet-pytorch is installed)")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
     p.set_defaults(func=cmd_edit)

@@ -136,7 +136,8 @@ def _ddpm256(base_id: str, domain: str, title: str, presets: list[Preset]) -> Ba
         vocabulary=FACE_VOCABULARY if domain == "face" else (),
         # Not measured here (no GPU): the paper's t0 for the domain's typical edit; FinetuneConfig
         # holds the paper's other defaults.
-        recipe={"t0": presets[0].t0},
+        # The paper's identity loss (λ_face 0.3) keeps the person on face edits.
+        recipe={"t0": presets[0].t0, **({"lambda_face": 0.3} if domain == "face" else {})},
     )
 
 

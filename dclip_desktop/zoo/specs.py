@@ -66,7 +66,7 @@ class Vocabulary:
         return text.strip().lower() in (v.lower() for v in self.values)
 
 
-RECIPE_KEYS = ("t0", "lambda_l1", "epochs", "lr", "clip_loss_form")
+RECIPE_KEYS = ("t0", "lambda_l1", "lambda_face", "epochs", "lr", "clip_loss_form")
 
 
 @dataclass

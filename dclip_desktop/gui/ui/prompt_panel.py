@@ -257,7 +257,7 @@ class PromptPanel(QWidget):
     def _show_hints(self, *_) -> None:
         """A recipe field set by hand says what the recipe would give."""
         recipe, by_hand = self.model.recipe(), self.model.by_hand
-        widgets = {"t0": self.t0_spin, "lambda_l1": self.l1, "epochs": self.epochs, "lr": self.lr,
+        widgets = {"t0": self.t0_spin, "lambda_l1": self.l1, "lambda_face": self.face, "epochs": self.epochs, "lr": self.lr,
                    "clip_loss_form": self.clip_form}
         for key, w in widgets.items():
             shown = "auto" if key == "lr" and recipe[key] is None else recipe[key]

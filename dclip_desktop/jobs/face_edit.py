@@ -1,0 +1,47 @@
+"""The face workflow of `dclip edit` on the CelebA-HQ bases: every face in a photo is aligned to the
+base's template at its resolution, the faces are edited together, and each is pasted back into the
+full-resolution photo (core/face_align.py says how)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+
+from ..core import face_align
+from .errors import JobError
+from .images import pil_to_tensor, tensor_to_pil
+
+FACE_MODES = ("auto", "on", "off")  # auto: on for bases whose domain is faces
+
+
+def faces_wanted(mode: str, domain: str) -> bool:
+    """Whether an edit on a base of `domain` goes through the face workflow; 'on' without
+    facenet-pytorch is an error that says what to install."""
+    if mode not in FACE_MODES:
+        raise JobError(f"unknown --faces {mode!r}; choose one of {', '.join(FACE_MODES)}")
+    if mode == "off" or (mode == "auto" and domain != "face"):
+        return False
+    try:
+        import facenet_pytorch  # noqa: F401 - only whether it is there
+    except ImportError:
+        if mode == "on":
+            raise JobError("--faces on needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0") from None
+        return False
+    return True
+
+
+def edit_faces(photo: Image.Image, name: str, size: int, edit: Callable[[torch.Tensor], torch.Tensor],
+               detector=None) -> tuple[Image.Image, int]:
+    """`photo` with each of its faces replaced by `edit` of the aligned face ([N,3,size,size] in
+    [-1, 1] → the same); returns the new photo and how many faces were edited."""
+    faces = face_align.detect_faces(photo, detector)
+    if not faces:
+        raise JobError(f"{name}: no face found; use --faces off to edit the whole picture")
+    aligned = [face_align.align(photo, face, size) for face in faces]
+    edited = edit(torch.stack([pil_to_tensor(img) for img, _ in aligned]))
+    out = photo
+    for (_, matrix), face in zip(aligned, edited):
+        out = face_align.paste_back(out, tensor_to_pil(face), matrix)
+    return out, len(faces)
