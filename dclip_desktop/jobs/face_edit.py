@@ -4,6 +4,7 @@ full-resolution photo (core/face_align.py says how)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -13,6 +14,7 @@ from ..core import face_align
 from .errors import JobError
 from .images import pil_to_tensor, tensor_to_pil
 
+log = logging.getLogger(__name__)
 FACE_MODES = ("auto", "on", "off")  # auto: on for bases whose domain is faces
 
 
@@ -26,8 +28,11 @@ def faces_wanted(mode: str, domain: str) -> bool:
     try:
         import facenet_pytorch  # noqa: F401 - only whether it is there
     except ImportError:
+        hint = "pip install --no-deps facenet-pytorch==2.6.0"
         if mode == "on":
-            raise JobError("--faces on needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0") from None
+            raise JobError(f"--faces on needs facenet-pytorch: {hint}") from None
+        log.warning("faces are not aligned (facenet-pytorch is not installed): the whole picture is edited; %s",
+                    hint)
         return False
     return True
 
