@@ -89,23 +89,26 @@ def _edit_request(args, session):
 
 
 def cmd_edit(args) -> int:
-    from ..jobs.edit_job import build_edit, edit_metadata, edit_tensor
+    from ..jobs.edit_job import build_edit, edit_tensor
     from ..jobs.face_edit import edit_faces, faces_wanted
     from ..jobs.images import open_image
 
     session = _session(args)
     req = _edit_request(args, session)
-    base_id = build_edit(session, req).base_id
-    spec = session.spec(base_id)
+    edit = build_edit(session, req)
+    spec = session.spec(edit.base_id)
     paths = [Path(p) for p in args.images]
     targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)  # before any work
-    meta = edit_metadata(session, req)
+    meta = edit.metadata(session)
     if faces_wanted(args.faces, spec.domain):
+        from ..core.face_align import face_detector
+
+        detector = face_detector()  # one for every photo: building MTCNN loads its three nets
         # each photo keeps its size: its faces are aligned, edited and pasted back
         for p, target in zip(paths, targets):
             with BarProgress(args.quiet) as bar:
                 out, count = edit_faces(open_image(p), p.name, spec.resolution,
-                                        lambda x, bar=bar: edit_tensor(session, req, x, progress=bar))
+                                        lambda x, bar=bar: edit_tensor(session, req, x, progress=bar), detector)
             save_png(out, target, {**meta, "source_image": p.name, "faces": count})
             print(f"{p} → {target} ({count} face{'s' if count != 1 else ''})")
         return 0
