@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
+from ..core.finetune import SAMPLE_STEPS
 from ..jobs.face_edit import FACE_MODES
 from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png
 from ..jobs.metadata import read_metadata
@@ -73,10 +74,15 @@ def cmd_finetune(args) -> int:
     images = list_images(args.images) if args.images else None
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
                           config=config, images=images, sample_count=args.sample,
-                          oversample=args.oversample, filter_photos=args.filter)
+                          oversample=args.oversample, sample_steps=args.sample_steps, filter_photos=args.filter)
+
+    def on_images(chosen) -> None:
+        tqdm.write(chosen.summary())
+        if chosen.cache_summary():
+            tqdm.write(chosen.cache_summary())
+
     with BarProgress(args.quiet, phases=finetune_phases(req)) as bar:
-        entry = run_finetune(session, req, progress=bar, on_step=bar.on_step,
-                             on_images=lambda chosen: tqdm.write(chosen.summary()))
+        entry = run_finetune(session, req, progress=bar, on_step=bar.on_step, on_images=on_images)
     print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
     return 0
 
@@ -187,6 +193,9 @@ def register(sub) -> None:
     p.add_argument("--oversample", type=int, default=6,
                    help="sample this many times N and keep the N that CLIP reads best as the source text "
                         "(default 6; 1 keeps every sample)")
+    p.add_argument("--sample-steps", dest="sample_steps", type=int, default=SAMPLE_STEPS,
+                   help=f"DDIM steps per sampled image (default {SAMPLE_STEPS}); fewer are faster but blurrier. "
+                        "Samples are cached: a later fine-tune with the same base, seed and steps reuses them")
     p.add_argument("--filter", action="store_true",
                    help="with --images: train only on the photos CLIP reads as the source text")
     _add_common(p)

@@ -107,6 +107,46 @@ def precompute_latents(
     return torch.cat(chunks)
 
 
+def sample_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """x_T of n sampled training images, drawn one image at a time from one CPU generator, so image i of
+    a seed is the same however many are asked for (the sample cache relies on it). One draw of n images
+    equals this wherever an image holds a multiple of 16 values, as every base's does; otherwise torch
+    fills the tail of a single draw differently."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randn(shape, generator=g) for _ in range(n)]) if n else torch.empty((0, *shape))
+
+
+def sample_from_noise(
+    base: nn.Module | Denoiser,
+    noise: torch.Tensor,
+    *,
+    steps: int = SAMPLE_STEPS,
+    batch_size: Optional[int] = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+    progress: Optional[Progress] = None,
+    cancel: Optional[CancelToken] = None,
+    on_batch: Optional[Callable[[int, torch.Tensor], None]] = None,
+) -> torch.Tensor:
+    """DDIM samples x̂0 = G(x_T) of the base from pure noise at t = T−1 (eq. 13, η = 0), clamped to
+    [-1, 1], in batches of `batch_size` (all at once by default). `on_batch(start, images)` receives each
+    finished batch, so a cancel keeps the batches already done. Pass a Denoiser (a ModelDenoiser counts
+    its UNet calls) instead of the model to sample with it."""
+    den = ModelDenoiser(base, autocast_dtype) if isinstance(base, nn.Module) else base
+    size = batch_size or max(1, len(noise))
+    n_chunks = math.ceil(len(noise) / size)
+    chunks = []
+    for c in range(n_chunks):
+        def chunk_progress(step, total, preview, c=c):
+            report(progress, c * total + step, n_chunks * total, preview)
+
+        x = ddim_generate(den, noise[c * size : (c + 1) * size], DEFAULT_SCHEDULE.num_steps - 1, steps,
+                          progress=chunk_progress, cancel=cancel).clamp(-1, 1)
+        if on_batch is not None:
+            on_batch(c * size, x)
+        chunks.append(x)
+    return torch.cat(chunks) if chunks else noise.new_empty(noise.shape)
+
+
 def sample_from_base(
     base: nn.Module,
     n: int,
@@ -119,13 +159,10 @@ def sample_from_base(
     progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
 ) -> torch.Tensor:
-    """Training images when the user gives none: DDIM samples of the base model from pure noise."""
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn((n, *shape), generator=g).to(device)
-    return ddim_generate(
-        ModelDenoiser(base, autocast_dtype), noise, DEFAULT_SCHEDULE.num_steps - 1, steps,
-        progress=progress, cancel=cancel,
-    ).clamp(-1, 1)
+    """Training images when the user gives none: DDIM samples of the base model from pure noise.
+    (`Session.sample` does the same through the sample cache.)"""
+    return sample_from_noise(base, sample_noise(n, shape, seed).to(device), steps=steps,
+                             autocast_dtype=autocast_dtype, progress=progress, cancel=cancel)
 
 
 def _eps(model: nn.Module, x: torch.Tensor, t: int, autocast_dtype: Optional[torch.dtype]) -> torch.Tensor:
@@ -295,4 +332,6 @@ __all__ = [
     "finetune",
     "precompute_latents",
     "sample_from_base",
+    "sample_from_noise",
+    "sample_noise",
 ]

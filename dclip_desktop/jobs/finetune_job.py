@@ -12,8 +12,9 @@ import torch
 from ..core.cancel import CancelToken
 from ..core.config import check_prompt
 from ..core.ddim import ddim_generate
-from ..core.finetune import EditLoss, FinetuneConfig, finetune, sample_from_base
+from ..core.finetune import SAMPLE_STEPS, EditLoss, FinetuneConfig, finetune
 from ..core.mixing import ModelDenoiser
+from ..core.schedule import validate_steps
 from .errors import JobError
 from .images import load_images, tensor_to_pil
 from .progress import JobProgress, phase
@@ -33,6 +34,8 @@ class FinetuneRequest:
     # Sampled training images: draw this many times what is needed and keep the best CLIP matches of the
     # source text. Photos are kept as given unless filter_photos is set.
     oversample: int = 6
+    # DDIM steps per sampled image: fewer are faster but blurrier. Samples are cached (Session.sample).
+    sample_steps: int = SAMPLE_STEPS
     filter_photos: bool = False
     fit: str = "center-crop"
     precompute_batch: int = 32
@@ -47,6 +50,10 @@ class FinetuneRequest:
             raise JobError("sample at least one training image from the base")
         if self.oversample < 1:
             raise JobError("oversampling must be at least 1 (1 keeps every sample)")
+        try:
+            validate_steps(self.sample_steps, "sample steps")
+        except ValueError as exc:
+            raise JobError(f"{exc} (the default is {SAMPLE_STEPS}; fewer are faster but blurrier)") from None
         self.config.validate()
 
 
@@ -60,6 +67,7 @@ class TrainingImages:
     considered: int  # images sampled (or photos given)
     matched: int  # of those, the ones CLIP reads as the source text (= considered when not filtered)
     texts: Optional[list[str]] = None  # [source, target, *contrast] when filtered
+    cached: int = 0  # of the sampled images, those the sample cache already held (no UNet call spent)
 
     def summary(self) -> str:
         kept = len(self.images)
@@ -67,6 +75,12 @@ class TrainingImages:
             return f"training on {kept} {self.source}"
         return (f"kept {kept} of {self.considered} {self.source} images: {self.matched} look like "
                 f"'{self.texts[0]}' to CLIP (against {', '.join(repr(t) for t in self.texts[1:])})")
+
+    def cache_summary(self) -> Optional[str]:
+        """One line when some sampled images came from the sample cache, else None."""
+        if not self.cached:
+            return None
+        return f"training images: {self.cached} of {self.considered} from the sample cache"
 
 
 def _select(session: Session, req: FinetuneRequest, x: torch.Tensor, needed: int, least: int, what: str,
@@ -111,13 +125,12 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
         x = x if len(x) > 1 else torch.cat([x, x])
         return TrainingImages(x, "photos", considered, matched, texts)
     needed = req.sample_count + 1
-    sampled = sample_from_base(
-        session.base(req.base_id), needed * req.oversample, (3, size, size), seed=req.config.seed,
-        device=session.device, autocast_dtype=session.autocast_dtype, progress=phase(progress, "sampling"),
-        cancel=cancel,
+    sampled, cached = session.sample(
+        req.base_id, needed * req.oversample, (3, size, size), seed=req.config.seed, steps=req.sample_steps,
+        batch_size=req.precompute_batch, progress=phase(progress, "sampling"), cancel=cancel,
     )
     if req.oversample == 1:
-        return TrainingImages(sampled, "sampled", len(sampled), len(sampled))
+        return TrainingImages(sampled, "sampled", len(sampled), len(sampled), cached=cached)
     # A third of the wanted count still teaches the direction (gray → black backgrounds reached 100 %
     # from 13 of 25); fewer means the source text does not describe what the base draws (the demo base
     # draws a gray background about one time in ten).
@@ -126,7 +139,7 @@ def training_images(session: Session, req: FinetuneRequest, progress, cancel) ->
         "raise the oversampling, or use a source text that describes what the base draws, or give photos")
     if len(kept) < 2:
         kept = torch.cat([kept, kept])
-    return TrainingImages(kept, "sampled", len(sampled), sel.matched, texts)
+    return TrainingImages(kept, "sampled", len(sampled), sel.matched, texts, cached=cached)
 
 
 def _manifest(session: Session, req: FinetuneRequest, chosen: TrainingImages, result, train_images: int) -> dict:
@@ -152,6 +165,7 @@ def _manifest(session: Session, req: FinetuneRequest, chosen: TrainingImages, re
         "train_source": chosen.source,
         "train_considered": chosen.considered,
         "train_matched": chosen.matched,
+        "sample_steps": req.sample_steps if chosen.source == "sampled" else None,
         "final_loss": result.history[-1]["total"] if result.history else None,
     }
 

@@ -15,8 +15,9 @@ from torch import nn
 
 from ..core.cancel import CancelToken, Progress
 from ..core.compiled import CompiledUNet, compiles_on
-from ..core.finetune import precompute_latents
+from ..core.finetune import SAMPLE_STEPS, precompute_latents, sample_from_noise, sample_noise
 from ..core.mixing import ModelDenoiser
+from ..core.schedule import DEFAULT_SCHEDULE
 from .images import image_sha256
 from .settings import Settings
 
@@ -36,6 +37,7 @@ class Session:
         self._library = None
         self._cache = None
         self.inversion_calls = 0  # UNet calls spent on inversion: 0 when every latent came from the cache
+        self.sampling_calls = 0  # UNet calls spent sampling training images: 0 when the sample cache held them
         # For a load given no progress: model id → a (done, total) byte callback for the files it fetches (the
         # CLI's bars). Its close(), where it has one, runs when the load ends, finished or failed.
         self.downloads: Optional[Callable[[str], Callable[[int, int], None]]] = None
@@ -208,3 +210,50 @@ class Session:
             found = [by_index.get(i, z) for i, z in enumerate(found)]
         return torch.stack([z.to(self.device) for z in found])
 
+
+    # --- training images sampled from the base, with the same cache ---------------------------
+    def sample(
+        self,
+        base_id: str,
+        n: int,
+        shape: tuple[int, int, int],
+        *,
+        seed: int = 0,
+        steps: int = SAMPLE_STEPS,
+        batch_size: int = 32,
+        progress: Optional[Progress] = None,
+        cancel: Optional[CancelToken] = None,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, int]:
+        """(n DDIM samples of the base from the noise of `seed`, how many came from the cache). Only the
+        missing ones are sampled, so progress counts the steps actually run; each finished batch is
+        stored at once, so a cancel keeps every complete sample and no partial one. Sample i of a seed
+        does not depend on n (`sample_noise`): asking for more reuses the ones already drawn."""
+        from ..library.cache import sample_key
+
+        noise = sample_noise(n, shape, seed)
+        if n == 0:
+            return noise.to(self.device), 0
+        t_start = DEFAULT_SCHEDULE.num_steps - 1
+        keys = [sample_key(self.base_sha(base_id), z, t_start, steps, self.precision) for z in noise] \
+            if use_cache else []
+        found = self.cache.get_many(keys) if use_cache else [None] * n
+        # a file with our key but another tensor (hand-made) is a miss like a corrupt one
+        found = [z if z is not None and z.shape == noise.shape[1:] else None for z in found]
+        missing = [i for i, z in enumerate(found) if z is None]
+        if missing:
+            den = ModelDenoiser(self.base(base_id), self.autocast_dtype)
+
+            def store(start: int, images: torch.Tensor) -> None:
+                for i, img in zip(missing[start : start + len(images)], images.cpu()):
+                    found[i] = img
+                if use_cache:
+                    batch = missing[start : start + len(images)]
+                    self.cache.put_many([keys[i] for i in batch], [found[i] for i in batch])
+
+            try:
+                sample_from_noise(den, noise[missing].to(self.device), steps=steps, batch_size=batch_size,
+                                  progress=progress, cancel=cancel, on_batch=store)
+            finally:
+                self.sampling_calls += den.calls
+        return torch.stack(found).to(self.device), n - len(missing)

@@ -10,6 +10,15 @@ fails (a full or read-only disk) is logged once and the job goes on without it.
 The cache may be pointed at any folder, even one full of the user's files, so it only ever touches
 files it wrote: `<2 hex>/<64 hex>.safetensors` regular files (never through a symlink) whose
 safetensors header carries our key fields, and its own `.dclip-latent-*.part` leftovers in those folders.
+
+The same files also hold the training images a fine-tune samples from the base when given no photos
+(DDIM from pure noise, 40 steps each by default: most of such a fine-tune's time). A sample is stored
+like a latent, under a LatentKey from `sample_key`: `image_sha256` is the sha256 of b"ddim-sample\0",
+the noise's shape and its float32 bytes (domain-separated, so it never equals a real image's hash),
+`t0` is the step sampling starts from (T−1 = 999), `s_for` the number of sampling steps, and the
+tensor is the clamped sample x̂0. Its file layout and header fields are a latent's, so `_ours`,
+eviction and `clear` treat both alike. Keying on the noise itself (not on a seed and an index) makes
+a torch whose generator draws differently a miss rather than a wrong hit.
 """
 
 from __future__ import annotations
@@ -93,6 +102,18 @@ class LatentKey:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()
+
+
+SAMPLE_DOMAIN = b"ddim-sample\0"
+
+
+def sample_key(base_sha256: str, noise: torch.Tensor, t_start: int, steps: int, precision: str) -> LatentKey:
+    """The key of the DDIM sample a base draws from `noise` (one image's x_T) in `steps` steps from
+    `t_start`: see the module docstring."""
+    h = hashlib.sha256(SAMPLE_DOMAIN)
+    h.update(json.dumps(list(noise.shape)).encode() + b"\0")
+    h.update(noise.detach().float().cpu().contiguous().numpy().tobytes())
+    return LatentKey(base_sha256, h.hexdigest(), int(t_start), int(steps), precision)
 
 
 @dataclass
