@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
 from ..core.finetune import SAMPLE_STEPS
+from ..jobs.errors import JobError
 from ..jobs.face_edit import FACE_MODES
-from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png
+from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png, tensor_to_pil
 from ..jobs.metadata import read_metadata
 from ..jobs.output_paths import output_targets
 from ..zoo.registry import RECIPE_KEYS
@@ -87,46 +89,130 @@ def cmd_finetune(args) -> int:
     return 0
 
 
-def _edit_request(args, session):
+def _edit_request(args, session, degree: float):
     from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
 
     return EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule),
-                       degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
+                       degree=degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
 
 
 def cmd_edit(args) -> int:
-    from ..jobs.edit_job import build_edit, edit_tensor
+    import dataclasses
+
+    from ..jobs.edit_job import build_edit, edit_tensor, parse_degrees
     from ..jobs.face_edit import edit_faces, faces_wanted
     from ..jobs.images import open_image
 
     session = _session(args)
-    req = _edit_request(args, session)
+    degrees = parse_degrees(args.degree)
+    req = _edit_request(args, session, degrees[0])
     edit = build_edit(session, req)
     spec = session.spec(edit.base_id)
     paths = [Path(p) for p in args.images]
-    targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)  # before any work
+    strip = len(degrees) > 1
+    targets = output_targets(args.output, [p.stem for p in paths], "_strip" if strip else "_edit", paths)
+    report = _MetricsReport(args, session, edit)
     meta = edit.metadata(session)
+    if strip:  # one image per input: the edit at each γ side by side; the PNG records the list
+        meta = {**{k: v for k, v in meta.items() if k != "degree"}, "operation": "edit-strip", "degrees": degrees}
+    # A strip runs the edit once per γ: the latent cache makes every inversion after the first free.
+    reqs = [dataclasses.replace(req, degree=g) for g in degrees]
     if faces_wanted(args.faces, spec.domain):
         from ..core.face_align import face_detector
 
         detector = face_detector()  # one for every photo: building MTCNN loads its three nets
         # each photo keeps its size: its faces are aligned, edited and pasted back
         for p, target in zip(paths, targets):
-            with BarProgress(args.quiet) as bar:
-                out, count = edit_faces(open_image(p), p.name, spec.resolution,
-                                        lambda x, bar=bar: edit_tensor(session, req, x, progress=bar), detector)
-            save_png(out, target, {**meta, "source_image": p.name, "faces": count})
+            photo, outs = open_image(p), []
+            for r in reqs:
+                pairs = []
+
+                def edit_aligned(x, bar, r=r, pairs=pairs):
+                    y = edit_tensor(session, r, x, progress=bar)
+                    pairs.append((x, y))
+                    return y
+
+                with BarProgress(args.quiet) as bar:
+                    out, count = edit_faces(photo, p.name, spec.resolution,
+                                            lambda x, bar=bar, f=edit_aligned: f(x, bar), detector)
+                outs.append(out)
+                report.add(p, target, *pairs[0], degree=r.degree if strip else None)
+            save_png(_side_by_side(outs), target, {**meta, "source_image": p.name, "faces": count})
             print(f"{p} → {target} ({count} face{'s' if count != 1 else ''})")
-        return 0
+            report.flush()
+        return report.finish()
     import torch
 
     x = torch.stack([load_image(p, spec.resolution, args.fit).tensor for p in paths])
-    with BarProgress(args.quiet) as bar:
-        out = edit_tensor(session, req, x, progress=bar)
-    for p, target, img in zip(paths, targets, out):
-        save_png(img, target, {**meta, "source_image": p.name})
+    outs = []
+    for r in reqs:
+        with BarProgress(args.quiet) as bar:
+            outs.append(edit_tensor(session, r, x, progress=bar))
+    for i, (p, target) in enumerate(zip(paths, targets)):
+        save_png(_side_by_side([tensor_to_pil(o[i]) for o in outs]), target, {**meta, "source_image": p.name})
         print(f"{p} → {target}")
-    return 0
+        for r, o in zip(reqs, outs):
+            report.add(p, target, x[i : i + 1], o[i : i + 1], degree=r.degree if strip else None)
+        report.flush()
+    return report.finish()
+
+
+def _side_by_side(images):
+    """The images left to right (a strip); one image as it is."""
+    from PIL import Image
+
+    if len(images) == 1:
+        return images[0]
+    w, h = images[0].size
+    out = Image.new("RGB", (w * len(images), h))
+    for k, img in enumerate(images):
+        out.paste(img, (k * w, 0))
+    return out
+
+
+class _MetricsReport:
+    """`--metrics` prints each output's numbers under its line (one line per γ of a strip); `--json FILE`
+    (implies --metrics) also writes them, one object per output and γ, plus what could not be measured
+    and why."""
+
+    def __init__(self, args, session, edit) -> None:
+        self.on = bool(args.metrics or args.json)
+        self.json_path = Path(args.json).expanduser() if args.json else None
+        self.session, self.edit, self.rows, self.pending, self.unavailable = session, edit, [], [], {}
+        if self.json_path is not None and os.path.lexists(self.json_path) and (
+                self.json_path.is_symlink() or not self.json_path.is_file()):  # before any work
+            raise JobError(f"--json {self.json_path}: not a regular file; give a .json file name")
+
+    def add(self, source: Path, output: Path, x_in, x_out, degree=None) -> None:
+        if not self.on:
+            return
+        from ..jobs.edit_metrics import measure
+
+        m = measure(self.session, self.edit, x_in, x_out)
+        row = {"input": str(source), "output": str(output), **({} if degree is None else {"degree": degree}),
+               **m.as_dict()}
+        self.rows.append(row)
+        self.pending.append(("" if degree is None else f"γ {degree:g}: ") + m.line())
+        self.unavailable.update(m.unavailable)
+
+    def flush(self) -> None:
+        """Print what `add` measured, under the output's line."""
+        for line in self.pending:
+            print(f"  {line}")
+        self.pending.clear()
+
+    def finish(self) -> int:
+        if not self.on:
+            return 0
+        for name, why in sorted(self.unavailable.items()):
+            print(f"  {name}: not measured: {why}")
+        if self.json_path is not None:
+            from ..library.atomic import atomic_write_text
+
+            doc = {"images": self.rows, "unavailable": self.unavailable}
+            atomic_write_text(self.json_path, json.dumps(doc, indent=2) + "\n")
+            print(f"metrics → {self.json_path}")
+        return 0
 
 
 def cmd_translate(args) -> int:
@@ -219,13 +305,17 @@ def register(sub) -> None:
     p = sub.add_parser("edit", help="apply one attribute or a mix of attributes to images")
     p.add_argument("images", nargs="+")
     p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable; weights sum to 1")
-    p.add_argument("--degree", type=float, default=1.0, help="degree of change γ in [0, 1] (default 1)")
+    p.add_argument("--degree", default="1", help="degree of change γ in [0, 1] (default 1); a list such as "
+                   "0,0.25,0.5,0.75,1 writes a strip of the edit at each")
     p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]", or "t0": '
                    "each step to the attribute with the smallest t0 above it (coarse to fine)")
     p.add_argument("-o", "--output", required=True, help="output file (one image) or folder")
     p.add_argument("--faces", choices=FACE_MODES, default="auto",
                    help="align each face in the photo, edit it and paste it back at full resolution "
                         "(auto: on face bases such as celebahq, when facenet-pytorch is installed)")
+    p.add_argument("--metrics", action="store_true",
+                   help="print S_dir, MAE and SSIM against the input (and ID on faces, LPIPS where installed)")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON (implies --metrics)")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
     p.set_defaults(func=cmd_edit)

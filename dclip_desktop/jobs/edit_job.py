@@ -70,6 +70,25 @@ def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
     return out
 
 
+STRIP_DEGREES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the GUI's one-click strip
+
+
+def parse_degrees(text: str) -> list[float]:
+    """--degree: one γ, or a comma list ('0,0.25,0.5,0.75,1') for a strip of the same edit at each,
+    every one in [0, 1]. Raises only JobError."""
+    out = []
+    for part in str(text).split(","):
+        try:
+            value = float(part)
+            validate_degree(value)
+        except ValueError:
+            raise JobError(f"--degree {display(text)!r}: give γ in [0, 1], or a list such as 0,0.25,0.5,0.75,1") from None
+        out.append(value)
+    if len(set(out)) != len(out):
+        raise JobError(f"--degree {display(text)!r} repeats a value: each γ of a strip once")
+    return out
+
+
 def parse_schedule_arg(text: Optional[str]):
     """--schedule: JSON rows '[[500,[1,0]],[0,[0.5,0.5]]]' → [(threshold, [weights…]), …] checked for
     shape and the rules that need no attribute count (build_edit checks the count), or 't0' for the
