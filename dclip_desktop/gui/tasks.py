@@ -20,14 +20,24 @@ class EditResult:
     projected: list[QImage] = field(default_factory=list)
 
 
-def make_open_image(path: str, base_id: str, fit: str = "center-crop"):
-    def fn(session, ctx):
-        from ..jobs.images import load_image
-        from .imaging import tensor_to_qimage
+def make_open_image(path: str, base_id: str, fit: str = "center-crop", faces: str = "off"):
+    """Open `path` for editing: fitted to the base's size, or, where the face workflow applies under
+    `faces` (Auto / On / Off), at full size with the faces found in it (result["faces"])."""
 
-        size = int(session.spec(base_id).resolution)
-        loaded = load_image(path, size, fit)
-        return {"image": tensor_to_qimage(loaded.tensor), "path": path, "original_size": loaded.original_size}
+    def fn(session, ctx):
+        from ..jobs.face_pick import find_faces
+        from ..jobs.images import load_image, open_image
+        from .imaging import pil_to_qimage, tensor_to_qimage
+
+        spec = session.spec(base_id)
+        if faces != "off":
+            photo = open_image(path)
+            found = find_faces(photo, faces, spec.domain)
+            if found is not None:
+                return {"image": pil_to_qimage(photo), "path": path, "original_size": photo.size, "faces": found}
+        loaded = load_image(path, int(spec.resolution), fit)
+        return {"image": tensor_to_qimage(loaded.tensor), "path": path, "original_size": loaded.original_size,
+                "faces": None}
 
     return fn
 
@@ -38,23 +48,31 @@ def _edit_request(edit: dict):
     return EditRequest(**edit)
 
 
-def make_edit(image: QImage, edit: dict):
-    """Apply the mix `edit` (EditRequest kwargs) to `image`."""
+def make_edit(image: QImage, edit: dict, faces: Optional[list] = None, name: str = "image"):
+    """Apply the mix `edit` (EditRequest kwargs) to `image`; with `faces` (core.face_align.Face), to
+    those faces of the full-size photo: aligned at the base's size, edited and pasted back."""
     image = image.copy()
 
     def fn(session, ctx):
         from ..jobs.edit_job import edit_metadata, edit_tensor
-        from .imaging import qimage_to_tensor, tensor_to_qimage
+        from .imaging import pil_to_qimage, qimage_to_pil, qimage_to_tensor, tensor_to_qimage
 
         req = _edit_request(edit)
         entry = session.library.get(req.attributes[0][0])
         size = int(session.spec(req.base_id or entry.base_id).resolution)
-        x = qimage_to_tensor(image, size)[None]
         meta = edit_metadata(session, req)
-        y = edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
         label = " + ".join(f"{n}" if len(req.attributes) == 1 else f"{n}:{w:g}" for n, w in req.attributes)
         if req.degree != 1.0:
             label += f" γ={req.degree:g}"
+        if faces is not None:
+            from ..jobs.face_pick import edit_picked
+
+            out, count = edit_picked(qimage_to_pil(image), faces, name, size,
+                                     lambda x: edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel))
+            return EditResult([pil_to_qimage(out)], [{**meta, "faces": count}],
+                              [f"{label} ({count} face{'s' if count != 1 else ''})"])
+        x = qimage_to_tensor(image, size)[None]
+        y = edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
         return EditResult([tensor_to_qimage(y[0])], [meta], [label])
 
     return fn

@@ -5,7 +5,9 @@ A job is a callable `fn(session, ctx)` executed on the worker thread. `ctx` carr
 and the progress/loss/epoch/training-image callbacks that the engine expects; images cross threads as
 `QImage(...).copy()` (never QPixmap) and previews are throttled (every `preview_every` steps and at
 most 10 per second). A job that calls `ctx.track(phases)` also reports one fraction over all its
-phases (jobs.progress.OverallProgress), for a bar that never goes back.
+phases (jobs.progress.OverallProgress), for a bar that never goes back. A model a job's loads download
+reports its bytes as a progress phase "downloading <model id>" (the session's `downloads` hook, which
+the CLI fills with byte bars); step and total travel as 64-bit numbers, so a file over 2 GiB is counted right.
 Cancel is cooperative (the engine polls the token between steps): never QThread.terminate().
 A failure reaches the GUI with its kind (errors.Kind, decided by the exception's type in
 jobs.errors.classify), so widgets choose how to show it by kind, never by reading its text.
@@ -28,6 +30,7 @@ from ..errors import Kind
 
 PREVIEW_MIN_INTERVAL_S = 0.1  # ≤ 10 previews per second
 PROGRESS_MIN_INTERVAL_S = 0.05
+DOWNLOADING = "downloading "  # the phase name's start for a download's bytes (step, total in bytes)
 
 
 def _make_token(event: threading.Event):
@@ -85,6 +88,10 @@ class JobContext:
                 from .imaging import tensor_to_qimage
 
                 self._worker.preview.emit(self.job_id, tensor_to_qimage(preview))
+
+    def download(self, model_id: str):
+        """For `Session.downloads`: the (done, total) byte callback of `model_id`'s files, as progress."""
+        return lambda done, total: self.progress(f"{DOWNLOADING}{model_id}", done, total)
 
     def on_step(self, step: int, total: int, losses: dict) -> None:
         row = {k: float(v) for k, v in losses.items() if isinstance(v, (int, float))}
@@ -145,7 +152,7 @@ class Worker(QObject):
     """Lives on the worker thread. Holds the engine Session so models load once."""
 
     ready = Signal(dict)  # device, precision, memory
-    progress = Signal(int, str, int, int, float)  # job id, phase, step, total, fraction of the job (-1)
+    progress = Signal(int, str, "qlonglong", "qlonglong", float)  # job id, phase, step, total, fraction (-1)
     preview = Signal(int, QImage)
     training_images = Signal(int, QImage, str)
     losses = Signal(int, int, int, dict)
@@ -187,7 +194,11 @@ class Worker(QObject):
                 self.forget_attributes = False
                 session.forget_attributes()
             ctx = JobContext(self, job_id, token, preview_every or session.settings.preview_every)
-            result = fn(session, ctx)
+            session.downloads = ctx.download
+            try:
+                result = fn(session, ctx)
+            finally:
+                session.downloads = None  # the next job reports to its own context
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI, never kill the thread
             self._fail(job_id, exc, event)
         else:
@@ -222,7 +233,7 @@ class JobController(QObject):
     ready = Signal(dict)
     busy_changed = Signal(bool)
     started = Signal(str)  # kind
-    progress = Signal(str, int, int, float)  # phase, step, total, eta seconds (-1 unknown)
+    progress = Signal(str, "qlonglong", "qlonglong", float)  # phase, step, total, eta seconds (-1 unknown)
     overall = Signal(float)  # fraction 0..1 of the whole job, never decreasing (tracked jobs only)
     preview = Signal(QImage)
     training_images = Signal(QImage, str)  # grid of a fine-tune's training images, summary line
@@ -353,7 +364,7 @@ class JobController(QObject):
         self.info = dict(info)
         self.ready.emit(info)
 
-    @Slot(int, str, int, int, float)
+    @Slot(int, str, "qlonglong", "qlonglong", float)
     def _on_progress(self, job_id: int, phase: str, step: int, total: int, fraction: float) -> None:
         job = self._job
         if job is None or job.id != job_id:

@@ -1,4 +1,5 @@
-"""The open document: the input image, the history of results, and undo/redo of input changes."""
+"""The open document: the input image (and the faces found in it), the history of results, and
+undo/redo of input changes."""
 
 from __future__ import annotations
 
@@ -30,17 +31,24 @@ class DocumentModel(QObject):
         super().__init__(parent)
         self.input: Optional[QImage] = None
         self.path: Optional[str] = None
+        # the faces found in `input` (core.face_align.Face, left to right) when the face workflow is on for
+        # it, [] when none was found; None when the workflow is off (the input is then at the base's size)
+        self.faces: Optional[list] = None
         self.results: list[Result] = []
         self.selected = -1
-        self.history: History[tuple[Optional[QImage], Optional[str]]] = History()
+        self.history: History[tuple[Optional[QImage], Optional[str], Optional[list]]] = History()
 
     # --- input ------------------------------------------------------------------------------
-    def set_input(self, image: QImage, path: Optional[str] = None, undoable: bool = True) -> None:
+    def set_input(self, image: QImage, path: Optional[str] = None, undoable: bool = True,
+                  faces: Optional[list] = None) -> None:
         if undoable and self.input is not None:
-            self.history.push((self.input, self.path))
-        self.input, self.path = image, path
+            self.history.push(self._state())
+        self.input, self.path, self.faces = image, path, faces
         self.input_changed.emit()
         self.undo_changed.emit()
+
+    def _state(self) -> tuple:
+        return self.input, self.path, self.faces
 
     def can_undo(self) -> bool:
         return self.history.can_undo()
@@ -50,13 +58,13 @@ class DocumentModel(QObject):
 
     def undo(self) -> None:
         if self.history.can_undo():
-            self.input, self.path = self.history.undo((self.input, self.path))
+            self.input, self.path, self.faces = self.history.undo(self._state())
             self.input_changed.emit()
             self.undo_changed.emit()
 
     def redo(self) -> None:
         if self.history.can_redo():
-            self.input, self.path = self.history.redo((self.input, self.path))
+            self.input, self.path, self.faces = self.history.redo(self._state())
             self.input_changed.emit()
             self.undo_changed.emit()
 
@@ -83,7 +91,9 @@ class DocumentModel(QObject):
     def use_result_as_input(self, index: Optional[int] = None) -> None:
         """"Apply": the chosen result becomes the image the next edit starts from (undoable)."""
         res = self.results[self.selected if index is None else index]
-        self.set_input(res.image, self.path)
+        # a face edit is the same photo with its faces where they were: they stay found
+        same_photo = self.input is not None and res.image.size() == self.input.size()
+        self.set_input(res.image, self.path, faces=self.faces if same_photo else None)
 
     def clear_results(self) -> None:
         self.results.clear()

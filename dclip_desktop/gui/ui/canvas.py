@@ -1,5 +1,6 @@
 """The image canvas: zoom and pan, before/after compare (slider or side by side), a live preview of
-the predicted x0 while sampling, and the history strip of results."""
+the predicted x0 while sampling, numbered boxes around the faces found in a photo, and the history
+strip of results."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ImageView(QWidget):
         self.zoom: Optional[float] = None  # None: fit the window
         self.pan = QPointF(0, 0)
         self._drag: Optional[tuple[str, QPointF]] = None
+        self.faces: list[tuple[tuple[float, float, float, float], bool]] = []  # (box in image pixels, ticked)
         self.setMinimumSize(240, 240)
         self.setMouseTracking(True)
         self.setAutoFillBackground(False)
@@ -42,6 +44,11 @@ class ImageView(QWidget):
 
     def set_preview(self, image: Optional[QImage], label: str = "") -> None:
         self.preview, self.preview_label = image, label
+        self.update()
+
+    def set_faces(self, faces: list[tuple[tuple[float, float, float, float], bool]]) -> None:
+        """Boxes to draw over the image, numbered from 1 in this order; an unticked one is dimmed."""
+        self.faces = list(faces)
         self.update()
 
     def set_mode(self, mode: str) -> None:
@@ -137,7 +144,36 @@ class ImageView(QWidget):
             r = self.image_rect()
             p.drawImage(r, img)
             self._tag(p, r, mode if mode == "before" else self._after_tag(), left=True)
+        self._draw_faces(p)
         p.end()
+
+    def face_rect(self, box: tuple[float, float, float, float], pane: int = 0) -> QRectF:
+        """A face's box (image pixels) in widget coordinates."""
+        ref, r = self._ref(), self.image_rect(pane)
+        if ref is None or ref.width() == 0:
+            return QRectF()
+        z = r.width() / ref.width()
+        x1, y1, x2, y2 = box
+        return QRectF(r.left() + x1 * z, r.top() + y1 * z, (x2 - x1) * z, (y2 - y1) * z)
+
+    def _draw_faces(self, p: QPainter) -> None:
+        if not self.faces or self.preview is not None:  # a preview is the aligned faces, not the photo
+            return
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        for pane in range(self._panes()):
+            for number, (box, ticked) in enumerate(self.faces, 1):
+                rect = self.face_rect(box, pane)
+                pen = QPen(QColor(80, 220, 120) if ticked else QColor(160, 160, 160), 2)
+                if not ticked:
+                    pen.setStyle(Qt.PenStyle.DashLine)
+                p.setPen(pen)
+                p.drawRect(rect)
+                fm = p.fontMetrics()
+                tag = QRectF(rect.left(), rect.top() - fm.height() - 4, fm.horizontalAdvance(str(number)) + 10,
+                             fm.height() + 4)
+                p.fillRect(tag, pen.color())
+                p.setPen(QColor(0, 0, 0))
+                p.drawText(tag, Qt.AlignmentFlag.AlignCenter, str(number))
 
     def _after_tag(self) -> str:
         return (self.preview_label or "preview") if self.preview is not None else "after"

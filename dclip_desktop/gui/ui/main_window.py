@@ -27,6 +27,7 @@ from .. import tasks
 from ..models import image_files
 from ..models.bases import base_info, usable_bases
 from ..models.document import DocumentModel
+from ..models.faces import FacesModel
 from ..models.finetune import FinetuneModel
 from ..models.folders import open_dir, remember_dir
 from ..models.library import LibraryModel
@@ -36,7 +37,7 @@ from .canvas import HistoryStrip, ImageView
 from .menus import build_menus
 from .mixing_panel import MixingPanel
 from .paint import PaintPanel
-from .prompt_panel import PromptPanel, eta_text, show_progress
+from .prompt_panel import PromptPanel, eta_text, show_progress, step_text
 
 # Error-box titles by job kind; a failure of a kind not listed is titled "Error".
 FAILED_TITLES = {"open": "Cannot open image", "finetune": "Fine-tuning failed", "edit": "Edit failed",
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("DiffusionCLIP Desktop")
         self.last_error_box: Optional[QMessageBox] = None
         self.doc = DocumentModel(self)
+        self.faces = FacesModel(self.doc, self)
         self.finetune = FinetuneModel(self)
         self.mixing = MixingModel(self)
         self.library = LibraryModel(settings.library_dir, self)
@@ -80,7 +82,7 @@ class MainWindow(QMainWindow):
 
         # docks
         self.prompt = PromptPanel(self.finetune, controller, bases)
-        self.mixing_panel = MixingPanel(self.mixing, self.library, self.doc, controller)
+        self.mixing_panel = MixingPanel(self.mixing, self.library, self.doc, controller, faces=self.faces)
         self.prompt_dock = self._dock("Fine-tune", "prompt_dock", self.prompt, Qt.DockWidgetArea.RightDockWidgetArea)
         self.mixing_dock = self._dock("Mix && apply", "mixing_dock", self.mixing_panel,
                                       Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -97,6 +99,8 @@ class MainWindow(QMainWindow):
         self.history.apply_requested.connect(self.doc.use_result_as_input)
         self.history.save_requested.connect(lambda i: self.save_result(index=i))
         self.prompt.base_changed.connect(self.set_base)
+        self.faces.changed.connect(lambda: self.view.set_faces(self.faces.boxes()))
+        self.faces.mode_changed.connect(self._reopen)
         self.prompt.attribute_saved.connect(self._on_attribute_saved)
         self.library.modified.connect(controller.library_changed)
         controller.ready.connect(self._on_ready)
@@ -181,9 +185,21 @@ class MainWindow(QMainWindow):
     def set_base(self, base_id: str) -> None:
         if base_id == self.base.id and self.mixing_panel.base_id == base_id:
             return
+        from ...zoo.registry import get_base
+
+        faces_before = get_base(self.base.id).domain == "face"
         self.base = base_info(base_id)
         self.paint.set_resolution(self.base.resolution)
         self.mixing_panel.set_base(base_id)
+        # under Auto the face workflow follows the base's domain (face_edit.faces_wanted): open the photo
+        # again when that changes; On and Off do not depend on the base
+        if self.faces.mode == "auto" and faces_before != (get_base(base_id).domain == "face"):
+            self._reopen()
+
+    def _reopen(self, *_) -> None:
+        """Open the document's photo again, so that its faces are found (or not) under the new setting."""
+        if self.doc.path and not self.controller.busy:
+            self.open_image(self.doc.path)
 
     # --- file -------------------------------------------------------------------------------
     def open_image(self, path: Optional[str] = None) -> bool:
@@ -193,7 +209,7 @@ class MainWindow(QMainWindow):
             if not path:
                 return False
         remember_dir(self.qsettings, path)
-        ok = self.controller.submit("open", tasks.make_open_image(path, self.base.id))
+        ok = self.controller.submit("open", tasks.make_open_image(path, self.base.id, faces=self.faces.mode))
         if not ok:
             self.report_error("Busy", "Another job is running; open the image when it has finished.")
         return ok
@@ -352,7 +368,7 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, phase: str, step: int, total: int, eta: float) -> None:
         show_progress(self.job_bar, self.controller.fraction, step, total)
-        self.job_label.setText(f"{self.controller.kind}: {phase} {step}/{total}  {eta_text(eta)}")
+        self.job_label.setText(f"{self.controller.kind}: {step_text(phase, step, total)}  {eta_text(eta)}")
 
     def _on_preview(self, image: QImage) -> None:
         if self.controller.kind in ("edit", "translate"):
@@ -371,7 +387,11 @@ class MainWindow(QMainWindow):
         self.job_label.setText("Ready")
         if kind == "open":
             self.doc.clear_results()
-            self.doc.set_input(result["image"], result["path"])
+            self.doc.set_input(result["image"], result["path"], faces=result.get("faces"))
+            if self.faces.active:
+                n = len(self.faces.rows)
+                self.job_label.setText(self.faces.message() if n == 0 else
+                                       f"{n} face{'s' if n != 1 else ''} found: tick the ones to edit")
             self.menu_actions.recent.add(result["path"])
             self.tabs.setCurrentIndex(0)
             self.view.fit()

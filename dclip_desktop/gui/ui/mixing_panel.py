@@ -1,14 +1,17 @@
 """The attribute-mixing panel: the current base's library attributes with a checkbox and a weight,
-a time-dependent schedule editor (threshold t → weights), the degree of change γ, and Apply."""
+a time-dependent schedule editor (threshold t → weights), the degree of change γ, Faces Auto / On /
+Off with a tick per face found in the photo, and Apply."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QGridLayout,
     QGroupBox,
@@ -23,9 +26,10 @@ from PySide6.QtWidgets import (
 
 from ...errors import Kind
 from ..models.document import DocumentModel, Result
+from ..models.faces import FACE_MODE_LABELS, FacesModel
 from ..models.library import LibraryModel
 from ..models.mixing import MixingModel
-from ..properties import bind, follow
+from ..properties import bind, bind_combo, follow
 from ..tasks import make_edit
 
 
@@ -40,9 +44,11 @@ class MixingPanel(QWidget):
     applied = Signal(int)  # index of the new result
 
     def __init__(self, model: MixingModel, library: LibraryModel, doc: DocumentModel, controller,
-                 parent: Optional[QWidget] = None) -> None:
+                 parent: Optional[QWidget] = None, faces: Optional[FacesModel] = None) -> None:
         super().__init__(parent)
         self.model, self.library, self.doc, self.controller = model, library, doc, controller
+        self.faces = faces if faces is not None else FacesModel(doc, self)
+        self.face_checks: list[QCheckBox] = []
         self.base_id: Optional[str] = None
         self.checks: dict[str, QCheckBox] = {}
         self.weights: dict[str, QDoubleSpinBox] = {}
@@ -58,6 +64,7 @@ class MixingPanel(QWidget):
         self.degree_slider = QSlider(Qt.Orientation.Horizontal)
         self.degree_slider.setRange(0, 100)
         self.degree_label = QLabel()
+        self._build_faces()
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.setStyleSheet("color: #d9534f;")
@@ -74,6 +81,8 @@ class MixingPanel(QWidget):
         lay.addWidget(self.schedule_check)
         lay.addWidget(self.schedule_box)
         lay.addLayout(deg)
+        lay.addLayout(self.faces_row)
+        lay.addWidget(self.face_box)
         lay.addWidget(self.message)
         lay.addWidget(self.apply_button)
         lay.addStretch(1)
@@ -84,13 +93,44 @@ class MixingPanel(QWidget):
         bind(model, "degree", self.degree_label, to_widget=lambda d: f"{d:.2f}")
         model.rows_changed.connect(self._rebuild_rows)
         model.changed.connect(self._refresh)
-        model.message_changed.connect(self.message.setText)
+        model.message_changed.connect(self._on_message)
         library.changed.connect(self.reload)
         doc.input_changed.connect(self._refresh)
         controller.busy_changed.connect(self._refresh)
+        self.faces.rows_changed.connect(self._rebuild_faces)
+        self.faces.changed.connect(self._refresh)
         controller.finished.connect(self._on_finished)
         controller.failed.connect(self._on_failed)
         self._rebuild_rows()
+        self._rebuild_faces()
+
+    def _build_faces(self) -> None:
+        """Faces Auto / On / Off, and the ticks of the faces found (shown only when there are some)."""
+        self.faces_combo = QComboBox()
+        for key, label in FACE_MODE_LABELS.items():
+            self.faces_combo.addItem(label, key)
+        self.faces_combo.setToolTip("Auto: on face bases, when facenet-pytorch is installed. Each face is found,\n"
+                                    "aligned, edited at the base's size and pasted back into the full photo.\n"
+                                    "Off: the whole picture is edited at the base's size.")
+        bind_combo(self.faces, "mode", self.faces_combo)
+        self.faces_row = QHBoxLayout()
+        self.faces_row.addWidget(QLabel("Faces"))
+        self.faces_row.addWidget(self.faces_combo)
+        self.faces_row.addStretch(1)
+        self.face_box = QGroupBox("Faces to edit")
+        self.face_layout = QHBoxLayout(self.face_box)
+
+    def _rebuild_faces(self) -> None:
+        for cb in self.face_checks:
+            self.face_layout.removeWidget(cb)
+            cb.deleteLater()
+        self.face_checks = []
+        for r in self.faces.rows:
+            cb = QCheckBox(f"Face {r.number}")
+            bind(r, "checked", cb)
+            self.face_layout.addWidget(cb)
+            self.face_checks.append(cb)
+        self.face_box.setVisible(bool(self.face_checks))
 
     def _build_schedule(self, model: MixingModel) -> None:
         """The schedule table (t ≥ threshold → weights) and its buttons."""
@@ -166,8 +206,9 @@ class MixingPanel(QWidget):
             if sp is not None:
                 sp.setEnabled(r.checked and not m.use_schedule)
         self._fill_table()
-        self.apply_button.setEnabled(not self.controller.busy and m.validate() is None and self.doc.input is not None)
-        self._show_message(m.message())
+        self.apply_button.setEnabled(not self.controller.busy and m.validate() is None and self.doc.input is not None
+                                     and not self.faces.message())
+        self._show_message(m.message() or self.faces.message())
 
     def _fill_table(self) -> None:
         from PySide6.QtWidgets import QTableWidgetItem
@@ -190,6 +231,9 @@ class MixingPanel(QWidget):
         except ValueError:
             self.model.set_engine_message(f"'{text}' is not a number (row {row + 1}).")
 
+    def _on_message(self, text: str) -> None:
+        self._show_message(text or self.faces.message())
+
     def _show_message(self, text: str) -> None:
         self.message.setText(text)
 
@@ -202,7 +246,13 @@ class MixingPanel(QWidget):
         if self.doc.input is None:
             self._show_message("Open an image first.")
             return False
+        if self.faces.message():
+            self._show_message(self.faces.message())
+            return False
         edit = dict(self.model.edit_kwargs(), base_id=self.base_id)
+        if self.faces.active:
+            name = Path(self.doc.path).name if self.doc.path else "image"
+            return self.controller.submit("edit", make_edit(self.doc.input, edit, self.faces.picked(), name))
         return self.controller.submit("edit", make_edit(self.doc.input, edit))
 
     def _on_finished(self, kind: str, result) -> None:

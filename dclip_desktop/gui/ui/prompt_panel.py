@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES  # pure Python: cheap here
+from ...jobs.face_pick import identity_loss  # torch-free
 from ..models.bases import BaseInfo
 from ..models.finetune import FinetuneModel
-from ..properties import bind, bind_combo
+from ..properties import bind, bind_combo, follow
 from ..tasks import make_finetune
 from .loss_plot import LossPlot
 
@@ -46,11 +47,27 @@ def eta_text(seconds: float) -> str:
     return f"ETA {m}:{s:02d}" if m < 60 else f"ETA {m // 60}h{m % 60:02d}"
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f}" if n < 100e6 else f"{n / 1e6:.0f}"
+
+
+def step_text(phase: str, step: int, total: int) -> str:
+    """A progress event as the status line shows it: a download's bytes in MB, other steps as counted."""
+    from ..worker import DOWNLOADING
+
+    if phase.startswith(DOWNLOADING):
+        return f"{phase} {_mb(step)}/{_mb(total)} MB" if total > 0 else f"{phase} {_mb(step)} MB"
+    return f"{phase} {step}/{total}"
+
+
 def show_progress(bar: QProgressBar, fraction: float, step: int, total: int) -> None:
     """The job's overall fraction where it reports one (never goes back across phases), else the phase's."""
     if fraction >= 0:
         bar.setRange(0, 1000)
         bar.setValue(round(fraction * 1000))
+    elif total > 2**31 - 1:  # bytes of a big download: beyond a QProgressBar's int range
+        bar.setRange(0, 1000)
+        bar.setValue(round(1000 * step / total))
     else:
         bar.setRange(0, max(1, total))
         bar.setValue(step)
@@ -107,6 +124,8 @@ class PromptPanel(QWidget):
         self.s_gen = self._spin(1, 1000)
         self.l1 = self._dspin(0, 100, 0.05)
         self.face = self._dspin(0, 100, 0.05)
+        self.identity_label = QLabel("")  # what λ_face does here (jobs.face_pick.identity_loss)
+        self.identity_label.setWordWrap(True)
         self.clip_form = QComboBox()
         for key in CLIP_LOSS_FORMS:
             self.clip_form.addItem(CLIP_LOSS_LABELS.get(key, key), key)
@@ -183,6 +202,7 @@ class PromptPanel(QWidget):
         form.addRow("t0", self._row((self.t0_slider, 1), self.t0_spin))
         form.addRow("Steps", self._row("S_for", self.s_for, "S_gen", self.s_gen))
         form.addRow("Losses", self._row("λ_L1", self.l1, "λ_face", self.face, self.clip_form))
+        form.addRow("", self.identity_label)
         form.addRow("Learning rate", self._row(self.lr, self.lr_schedule))
         form.addRow("Epochs", self._row(self.epochs, "batch", self.batch, "seed", self.seed))
         form.addRow("Mode", self.mode)
@@ -223,6 +243,12 @@ class PromptPanel(QWidget):
         bind(m, "lr", self.lr, to_widget=lambda v: float(v or 0), to_model=lambda v: v or None)
         bind(m, "lora_rank", self.lora, to_widget=lambda v: int(v or 0), to_model=lambda v: v or None)
         bind(m, "use_folder", self.sample_radio, to_widget=not_, to_model=not_)
+        follow(m, "lambda_face", self.identity_label, self._show_identity)
+
+    def _show_identity(self, lambda_face: float) -> None:
+        loss = identity_loss(lambda_face)
+        self.identity_label.setText(loss.text)
+        self.identity_label.setStyleSheet("color: #d9534f;" if loss.state == "unavailable" else "color: #888;")
 
     def _connect(self, model: FinetuneModel, controller) -> None:
         self.preset_combo.activated.connect(self._on_preset)
@@ -329,7 +355,7 @@ class PromptPanel(QWidget):
             return
         show_progress(self.progress, self.controller.fraction, step, total)
         self.progress.setFormat(f"{phase} %p%" if self.controller.fraction >= 0 else f"{phase} %v/%m")
-        self._set_status(f"{phase}: {step}/{total}  {eta_text(eta)}")
+        self._set_status(f"{step_text(phase, step, total)}  {eta_text(eta)}")
 
     def _on_training_images(self, grid, summary: str) -> None:
         if self._running:
