@@ -6,7 +6,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from typing import Optional
 
+from ..jobs.face_edit import FACE_MODES
 from ..jobs.images import FIT_POLICIES
 
 EPILOG = """\
@@ -14,7 +16,9 @@ Policies: inputs are never modified; outputs are PNGs named <stem>.png in OUT_DI
 written atomically; a taken name gets '<stem> (2).png', never an overwrite. Every output carries its
 settings (see `dclip info`). Bad files are listed with a reason in OUT_DIR/batch-report.{json,csv} and the
 batch goes on. --resume skips finished files (manifest OUT_DIR/.dclip-batch.json) and retries failed ones.
---paste-back resizes the edit onto the fitted region of the original photo, keeping its size."""
+--paste-back resizes the edit onto the fitted region of the original photo, keeping its size.
+--faces (auto on face bases): each face is aligned, edited and pasted back into the photo, which keeps
+its size; a photo with no face is a failed file."""
 
 
 def _fmt_time(seconds: float) -> str:
@@ -25,30 +29,31 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _Printer:
-    """One status line: files, images/s (files edited by this run) and ETA."""
+    """One status line: files, images/s and ETA. The rate counts the files accounted for since the first
+    report, over the time since then: files skipped by --resume arrive at once and would inflate it, and
+    an edited file is only reported done once the next chunk is computed."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-        self.done = 0
+        self.first: Optional[tuple[float, int]] = None  # (time, step) of the first report
         self.last = 0.0
         self.width = 0
 
     def on_file(self, rel: str, status: str, reason) -> None:
-        if status == "done":
-            self.done += 1
-        elif status == "failed" and not self.quiet:
+        if status == "failed" and not self.quiet:
             self._clear()
             print(f"  failed: {rel}: {reason}", file=sys.stderr)
 
     def __call__(self, phase: str, step: int, total: int, preview=None) -> None:
         now = time.perf_counter()
+        if self.first is None:
+            self.first = (now, step)
         if self.quiet or (now - self.last < 0.5 and step < total):
             return
         self.last = now
-        elapsed = now - self.t0
-        rate = self.done / elapsed if self.done and elapsed > 0 else 0.0
+        t_first, step_first = self.first
+        rate = (step - step_first) / (now - t_first) if step > step_first and now > t_first else 0.0
         eta = f"ETA {_fmt_time((total - step) / rate)}" if rate > 0 else "ETA --"
         line = f"{phase}: {step}/{total} files  {rate:.2f} images/s  {eta}"
         if self.tty:
@@ -84,7 +89,7 @@ def cmd_batch(args) -> int:
                        degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size)
     req = BatchRequest(args.input_dir, args.output_dir, edit, recursive=args.recursive, fit=args.fit,
                        paste_back=args.paste_back, resume=args.resume, batch_size=args.batch_size, seed=args.seed,
-                       force=args.force)
+                       force=args.force, faces=args.faces)
     session = _session(args)
     if args.compile:
         session.settings.compile_batches = True
@@ -130,6 +135,9 @@ def register(sub) -> None:
     p.add_argument("--fit", choices=FIT_POLICIES, default="center-crop", help="how to fit non-square images")
     p.add_argument("--paste-back", dest="paste_back", action="store_true",
                    help="paste the edit back into the photo at its original size")
+    p.add_argument("--faces", choices=FACE_MODES, default="auto",
+                   help="align each face in the photo, edit it and paste it back at full resolution "
+                        "(auto: on face bases such as celebahq, when facenet-pytorch is installed)")
     p.add_argument("--resume", action="store_true", help="skip files finished by an earlier run into OUT_DIR")
     p.add_argument("--force", action="store_true",
                    help="resume with changed settings, or start a new batch over an earlier one")

@@ -1,5 +1,5 @@
-"""The batch's inputs: which entries of the input folder are images, which of them can be read, and the
-paste-back of an edit onto its original. Nothing here writes."""
+"""The batch's inputs: which entries of the input folder are images, which of them can be read (fitted, or
+their faces aligned), and the paste-back of an edit onto its original. Nothing here writes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 
 from .batch_request import BatchRequest
 from .errors import JobError
+from .face_edit import align_faces
 from .images import FIT_POLICIES, IMAGE_EXTENSIONS, fit_image, open_image, pil_to_tensor
 
 
@@ -86,20 +87,30 @@ def _reason(exc: BaseException, name: str) -> str:
 @dataclass
 class Loaded:
     rel: str
-    tensor: Optional[torch.Tensor] = None
+    tensor: Optional[torch.Tensor] = None  # the fitted picture [3,S,S], or its aligned faces [N,3,S,S]
     original: Optional[Image.Image] = None
     box: tuple = ()
     size: tuple = ()
     reason: Optional[str] = None
+    matrices: Optional[list] = None  # face workflow: each face's photo → aligned-face matrix
+
+    def pictures(self) -> torch.Tensor:
+        """What the engine edits for this file: [1 or N faces, 3, S, S]."""
+        return self.tensor if self.matrices is not None else self.tensor[None]
 
 
-def load_one(src: Path, rel: str, resolution: int, fit: str, keep_original: bool) -> Loaded:
+def load_one(src: Path, rel: str, resolution: int, fit: str, keep_original: bool, detector=None) -> Loaded:
+    """`rel` opened and fitted to resolution², or with `detector` (an MTCNN) its faces found and aligned
+    (the photo is then kept, to paste them back); any problem is this file's `reason`."""
     path = src / rel
     problem, _ = stat_problem(path)
     if problem:
         return Loaded(rel, reason=problem)
     try:
         img = open_image(path)
+        if detector is not None:
+            faces, matrices = align_faces(img, path.name, resolution, detector)
+            return Loaded(rel, faces, img, size=img.size, matrices=matrices)
         fitted, box = fit_image(img, resolution, fit)
         return Loaded(rel, pil_to_tensor(fitted), img if keep_original else None, box, img.size)
     except Exception as exc:  # any decoder failure is this file's problem, never the batch's

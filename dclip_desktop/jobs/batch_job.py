@@ -10,6 +10,10 @@ Policies (the README and `dclip batch --help` repeat them):
 - Paste-back: the edited square is resized to the fitted region of the (EXIF-oriented, RGB-converted)
   original and pasted there; the output has the original's size. center-crop edits the middle square
   and keeps the rest of the photo, pad and squash edit the whole photo.
+- Faces (`faces`, as `dclip edit --faces`): each photo's faces are found and aligned on the reading
+  thread (one MTCNN per run), the faces of a chunk's photos share the engine's batches, and each is
+  pasted back into its photo, which keeps its size (fit and paste-back do not apply). A photo with no
+  face is a failed file. The output records `faces: N`.
 - Manifest `.dclip-batch.json` (written atomically before the first file and after each chunk): the
   settings, and per input its status, output name, reason and size+mtime. `resume` skips done files
   whose output still exists and whose input is unchanged, adopts outputs an interrupted run finished
@@ -37,6 +41,7 @@ from PIL import Image
 
 from ..core.cancel import Cancelled, CancelToken, check
 from ..core.ddim import ddim_generate
+from ..core.face_align import face_detector
 from .batch_inputs import Loaded, check_folders, load_one, paste_back, scan_inputs, stat_problem
 from .batch_manifest import (
     MANIFEST_NAME,
@@ -55,6 +60,7 @@ from .batch_manifest import (
 from .batch_request import BatchRequest, BatchSummary, DiskFullError
 from .edit_job import Edit, build_edit
 from .errors import JobError
+from .face_edit import faces_wanted, paste_faces
 from .images import atomic_write_bytes, encode_png, tensor_to_pil
 from .metadata import request_from_metadata
 from .progress import JobProgress
@@ -86,12 +92,33 @@ def edit_chunk(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
     return out[:n].clamp(-1, 1).cpu()
 
 
-def settings_of(session: Session, req: BatchRequest, src: Path, edit: Optional[Edit] = None) -> dict:
-    """What decides the outputs (batch size aside): the manifest compares it on resume."""
-    meta = (edit or build_edit(session, req.edit)).metadata(session)
+def edit_pictures(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
+                  progress: Optional[Callable[[float, Optional[torch.Tensor]], None]] = None,
+                  cancel: Optional[CancelToken] = None) -> torch.Tensor:
+    """Edit any number of pictures (a chunk's faces may outnumber its files) as `edit_chunk`s of
+    exactly `batch_size`, in order; `progress` gets the fraction of all of them."""
+    starts = range(0, len(x), batch_size)
+    out = []
+    for j, i in enumerate(starts):
+        sub = None if progress is None else (lambda f, p=None, j=j: progress((j + f) / len(starts), p))
+        out.append(edit_chunk(session, edit, x[i:i + batch_size], batch_size, sub, cancel))
+    return torch.cat(out)
+
+
+def settings_of(session: Session, req: BatchRequest, src: Path, edit: Optional[Edit] = None,
+                faces: Optional[bool] = None) -> dict:
+    """What decides the outputs (batch size aside): the manifest compares it on resume. `faces`: whether
+    the face workflow runs (faces_wanted of req.faces when None)."""
+    edit = edit or build_edit(session, req.edit)
+    if faces is None:
+        faces = faces_wanted(req.faces, session.spec(edit.base_id).domain)
+    meta = edit.metadata(session)
     meta.pop("app_version", None)
-    return {"input_dir": str(src), "recursive": req.recursive, "fit": req.fit, "paste_back": req.paste_back,
-            "seed": req.seed, "edit": meta}
+    settings = {"input_dir": str(src), "recursive": req.recursive, "fit": req.fit, "paste_back": req.paste_back,
+                "seed": req.seed, "edit": meta}
+    if faces:  # absent otherwise, so a batch begun before the face workflow existed still resumes
+        settings["faces"] = True
+    return settings
 
 
 # --- the batch --------------------------------------------------------------------------------
@@ -110,8 +137,12 @@ class BatchRun:
         self.session, self.req, self.progress, self.cancel, self.on_file = session, req, progress, cancel, on_file
         self.src, self.out = check_folders(req)
         self.edit = build_edit(session, req.edit)  # unknown attributes are refused before anything is written
-        self.resolution = session.spec(self.edit.base_id).resolution
-        self.settings = settings_of(session, req, self.src, self.edit)
+        spec = session.spec(self.edit.base_id)
+        self.resolution = spec.resolution
+        self.faces = faces_wanted(req.faces, spec.domain)  # 'on' without facenet-pytorch stops here
+        # one MTCNN for the run (building it loads three nets), used only by the reading thread
+        self.detector = face_detector() if self.faces else None
+        self.settings = settings_of(session, req, self.src, self.edit, self.faces)
         self.key = settings_key(self.settings)
         self.rels = scan_inputs(self.src, req.recursive)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -207,28 +238,35 @@ class BatchRun:
 
     # --- reading, editing, writing ------------------------------------------------------------
     def _load_chunk(self, chunk: list[str]) -> list[Loaded]:
-        return [load_one(self.src, rel, self.resolution, self.req.fit, self.req.paste_back) for rel in chunk]
+        return [load_one(self.src, rel, self.resolution, self.req.fit, self.req.paste_back, self.detector)
+                for rel in chunk]
 
-    def _write_one(self, target: Path, img: Image.Image, item: Loaded, meta: dict) -> None:
-        if self.req.paste_back:
-            img = paste_back(item.original, img, item.box)
+    def _write_one(self, target: Path, edited: torch.Tensor, item: Loaded, meta: dict) -> None:
+        if item.matrices is not None:
+            img = paste_faces(item.original, edited, item.matrices)
+        elif self.req.paste_back:
+            img = paste_back(item.original, tensor_to_pil(edited[0]), item.box)
+        else:
+            img = tensor_to_pil(edited[0])
         atomic_write_bytes(target, encode_png(img, meta))
 
     def _lands_in_input(self, target: Path) -> bool:
         resolved = target.resolve()
         return self.src in resolved.parents if self.req.recursive else resolved.parent == self.src
 
-    def _edit(self, good: list[Loaded]) -> torch.Tensor:
+    def _edit(self, good: list[Loaded]) -> list[torch.Tensor]:
+        """Each file's pictures edited: [1, 3, S, S] for a whole picture, [N, 3, S, S] for N faces."""
         base_count, n = self.counted, len(good)
 
         def inner(frac: float, preview) -> None:
             if self.progress is not None:
                 self.progress("batch", base_count + min(n - 1, int(frac * n)), len(self.rels), preview)
 
-        return edit_chunk(self.session, self.edit, torch.stack([g.tensor for g in good]), self.bs, inner,
-                          self.cancel)
+        pictures = [g.pictures() for g in good]
+        edited = edit_pictures(self.session, self.edit, torch.cat(pictures), self.bs, inner, self.cancel)
+        return list(edited.split([len(p) for p in pictures]))
 
-    def _queue_writes(self, writer: ThreadPoolExecutor, good: list[Loaded], edited: torch.Tensor) -> None:
+    def _queue_writes(self, writer: ThreadPoolExecutor, good: list[Loaded], edited: list[torch.Tensor]) -> None:
         planned = []
         for item, y in zip(good, edited):
             name = self.names.assign(item.rel, self.files[item.rel].pop("reuse", None))
@@ -237,11 +275,13 @@ class BatchRun:
                 self._fail(item.rel, "its output would land inside the input folder")
                 continue
             self.files[item.rel]["output"] = name
-            planned.append((item, target, tensor_to_pil(y)))
+            planned.append((item, target, y))
         self._save_manifest()  # names are recorded before the files appear, so a resume can adopt them
-        for item, target, img in planned:
+        for item, target, y in planned:
             meta = {**self.meta_base, "source_image": item.rel, "source_size": list(item.size)}
-            self.inflight.append((item.rel, writer.submit(self._write_one, target, img, item, meta)))
+            if item.matrices is not None:
+                meta["faces"] = len(item.matrices)
+            self.inflight.append((item.rel, writer.submit(self._write_one, target, y, item, meta)))
             self.counted += 1
 
     def _chunks(self, loader: ThreadPoolExecutor, writer: ThreadPoolExecutor) -> None:
@@ -268,7 +308,7 @@ class BatchRun:
             if self.full:
                 break
             self._queue_writes(writer, good, edited)
-            self._report(edited)
+            self._report(torch.cat(edited))
         self._settle()
 
     def run(self) -> BatchSummary:
@@ -311,9 +351,9 @@ class BatchRun:
 
 
 # --- metadata round trip ----------------------------------------------------------------------
-def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) -> Image.Image:
+def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike, detector=None) -> Image.Image:
     """Re-run the edit an output's metadata describes on its source image (bit-for-bit on the same
-    machine, precision and library)."""
+    machine, precision and library). `detector`: the MTCNN for a face output (None builds one)."""
     edit = build_edit(session, request_from_metadata(meta))
     base_id, entries = edit.base_id, edit.entries
     if meta.get("base_sha256") and session.base_sha(base_id) != meta["base_sha256"]:
@@ -322,11 +362,19 @@ def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike) 
         if a.get("weights_sha256") and e.manifest.get("weights_sha256") != a["weights_sha256"]:
             raise JobError(f"attribute '{e.name}' has changed since this image was made (sha256 differs)")
     source = Path(source)
+    spec, bs = session.spec(base_id), max(1, edit.request.batch_size)
+    if meta.get("faces") is not None:  # a face output: its photo's faces, found and aligned again
+        faces_wanted("on", spec.domain)  # without facenet-pytorch: the error says what to install
+        item = load_one(source.parent, source.name, spec.resolution, "center-crop", True,
+                        detector or face_detector())
+        if item.reason:
+            raise JobError(f"{source.name}: {item.reason}")
+        return paste_faces(item.original, edit_pictures(session, edit, item.tensor, bs), item.matrices)
     fit, pb = meta.get("fit", "center-crop"), bool(meta.get("paste_back"))
-    item = load_one(source.parent, source.name, session.spec(base_id).resolution, fit, pb)
+    item = load_one(source.parent, source.name, spec.resolution, fit, pb)
     if item.reason:
         raise JobError(f"{source.name}: {item.reason}")
-    img = tensor_to_pil(edit_chunk(session, edit, item.tensor[None], max(1, edit.request.batch_size))[0])
+    img = tensor_to_pil(edit_chunk(session, edit, item.tensor[None], bs)[0])
     return paste_back(item.original, img, item.box) if pb else img
 
 

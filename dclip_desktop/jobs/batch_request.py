@@ -32,6 +32,7 @@ class BatchRequest:
     batch_size: int = 8
     seed: int = 0
     force: bool = False
+    faces: str = "auto"  # face_edit.FACE_MODES: align each face, edit it and paste it back into the photo
 
 
 @dataclass

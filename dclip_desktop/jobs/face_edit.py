@@ -1,12 +1,14 @@
-"""The face workflow of `dclip edit` on the CelebA-HQ bases: every face in a photo is aligned to the
-base's template at its resolution, the faces are edited together, and each is pasted back into the
-full-resolution photo (core/face_align.py says how)."""
+"""The face workflow of `dclip edit` and `dclip batch` on the CelebA-HQ bases: every face in a photo is
+aligned to the base's template at its resolution, the faces are edited together, and each is pasted
+back into the full-resolution photo (core/face_align.py says how). The batch aligns on its reading
+thread and pastes on its writing one, so it calls the two steps apart."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -37,16 +39,27 @@ def faces_wanted(mode: str, domain: str) -> bool:
     return True
 
 
-def edit_faces(photo: Image.Image, name: str, size: int, edit: Callable[[torch.Tensor], torch.Tensor],
-               detector=None) -> tuple[Image.Image, int]:
-    """`photo` with each of its faces replaced by `edit` of the aligned face ([N,3,size,size] in
-    [-1, 1] → the same); returns the new photo and how many faces were edited."""
+def align_faces(photo: Image.Image, name: str, size: int, detector=None) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Every face of `photo` aligned at size×size ([N,3,size,size] in [-1, 1], left to right) and its
+    photo → face matrix; a photo with no face is a JobError that says what to do."""
     faces = face_align.detect_faces(photo, detector)
     if not faces:
         raise JobError(f"{name}: no face found; use --faces off to edit the whole picture")
     aligned = [face_align.align(photo, face, size) for face in faces]
-    edited = edit(torch.stack([pil_to_tensor(img) for img, _ in aligned]))
+    return torch.stack([pil_to_tensor(img) for img, _ in aligned]), [m for _, m in aligned]
+
+
+def paste_faces(photo: Image.Image, edited: torch.Tensor, matrices: list[np.ndarray]) -> Image.Image:
+    """`photo` with each edited face (align_faces' order) pasted back; a new image at the photo's size."""
     out = photo
-    for (_, matrix), face in zip(aligned, edited):
+    for face, matrix in zip(edited, matrices):
         out = face_align.paste_back(out, tensor_to_pil(face), matrix)
-    return out, len(faces)
+    return out
+
+
+def edit_faces(photo: Image.Image, name: str, size: int, edit: Callable[[torch.Tensor], torch.Tensor],
+               detector=None) -> tuple[Image.Image, int]:
+    """`photo` with each of its faces replaced by `edit` of the aligned face ([N,3,size,size] in
+    [-1, 1] → the same); returns the new photo and how many faces were edited."""
+    x, matrices = align_faces(photo, name, size, detector)
+    return paste_faces(photo, edit(x), matrices), len(matrices)

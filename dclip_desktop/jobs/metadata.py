@@ -113,6 +113,7 @@ _META_FIELDS: dict[str, tuple] = {
     "t0": (int, 1, T - 1), "project_t0": (int, 1, T - 1),
     "s_for": (int, 2, T), "s_gen": (int, 2, T), "project_steps": (int, 2, T),
     "rounds": (int, 1, 10_000), "batch_size": (int, 1, 1 << 16),
+    "faces": (int, 0, 1 << 16),  # how many faces the face workflow edited; present only on its outputs
     "seed": (int, -(1 << 63), (1 << 64) - 1),  # what torch.manual_seed takes
     "paste_back": (bool, None, None), "fit": (str, None, None), "degree": (float, None, None),
 }
