@@ -347,7 +347,7 @@ def test_official_pth_import(tmp_path, lib, unet):
             p += 1e-4 * torch.randn_like(p)
     path = tmp_path / "human_pixar_t601.pth"
     torch.save({f"module.{k}": v for k, v in tuned.state_dict().items()}, path)
-    entry = lib.import_file(path, base_model=unet)
+    entry = lib.import_file(path, base_model=unet, dense=True)  # the default, low rank: tests/test_low_rank.py
     assert (entry.name, entry.t0, entry.target, entry.base_id, entry.kind) == (
         "human_pixar", 601, "pixar", "celebahq", "full_delta")
     assert entry.manifest["imported"]["from"] == "human_pixar_t601.pth"

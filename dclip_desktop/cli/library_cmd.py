@@ -30,7 +30,18 @@ def _library(args):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+    from ..library.store import size_text
+
+    return size_text(n)
+
+
+def _storage(e) -> str:
+    """How the entry's weights are stored, with the measured error of a low-rank one."""
+    rec = e.manifest.get("storage") if isinstance(e.manifest, dict) else None
+    err = rec.get("error_vs_dense_levels") if isinstance(rec, dict) else None
+    if e.kind == "low_rank" and isinstance(err, dict):
+        return f"low rank, {_mb(rec.get('dense_bytes', 0))} dense, preview within {err.get('mean')} levels (mean)"
+    return {"lora": "LoRA factors", "full_delta": "dense delta", "low_rank": "low rank"}.get(e.kind, "?")
 
 
 def _row(e) -> dict:
@@ -84,7 +95,7 @@ def cmd_show(args) -> int:
     print(display(f"{entry.name}  ({entry.id})"))
     print(f"  folder:   {display(entry.path)}")
     print(f"  status:   {display('DAMAGED: ' + entry.damaged) if entry.damaged else 'ok'}")
-    print(f"  size:     {_mb(entry.size_bytes)}")
+    print(f"  size:     {_mb(entry.size_bytes)} ({display(_storage(entry))})")
     skip = {"name", "id"}
     for key, value in entry.manifest.items():
         if key not in skip:
@@ -123,9 +134,9 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from ..library.store import base_installed
 
-    entry = _library(args).import_file(Path(args.file), name=args.name, base_id=args.base)
+    entry = _library(args).import_file(Path(args.file), name=args.name, base_id=args.base, dense=args.dense)
     print(display(f"imported '{entry.name}' ({entry.id}, base {entry.base_id}, t0 {entry.t0}, "
-                  f"{_mb(entry.size_bytes)})"))
+                  f"{_mb(entry.size_bytes)}, {_storage(entry)})"))
     if not base_installed(entry.base_id):
         print(display(f"note: base '{entry.base_id}' is not installed, so whether the weights fit it is "
                       "checked when the attribute is first used"))
@@ -146,7 +157,7 @@ def cmd_gc(args) -> int:
     report = _library(args).gc(trash_older_than_days=args.trash_days)
     for p in report.removed:
         print(display(f"removed {p}"))
-    print(report)
+    print(report)  # what it freed, in bytes of disk
     return 0
 
 
@@ -189,6 +200,9 @@ def register(subparsers) -> None:
     sp.add_argument("file")
     sp.add_argument("--name", default=None, help="name in the library (default: from the file)")
     sp.add_argument("--base", default=None, help="base model of a .pth (default: guessed from its name)")
+    sp.add_argument("--dense", action="store_true",
+                    help="store a .pth's delta dense instead of the smallest per-layer low-rank form whose "
+                         "preview stays within tolerance of it")
     add("verify", cmd_verify, "re-hash every weight file; exit code 1 if any entry is damaged")
     sp = add("gc", cmd_gc, "remove leftovers of interrupted writes")
     sp.add_argument("--trash-days", type=float, default=None, help="also delete trash older than N days")

@@ -39,6 +39,8 @@ class FinetuneRequest:
     filter_photos: bool = False
     fit: str = "center-crop"
     precompute_batch: int = 32
+    # Full fine-tunes: keep the dense fp16 delta instead of the smallest low-rank one within tolerance.
+    dense: bool = False
 
     def validate(self) -> None:
         check_prompt(self.source, self.target, self.name)  # the GUI checks the same, before it submits
@@ -170,6 +172,22 @@ def _manifest(session: Session, req: FinetuneRequest, chosen: TrainingImages, re
     }
 
 
+def _full_storage(session: Session, req: FinetuneRequest, base, delta: dict, latent: torch.Tensor):
+    """(weights, kind, storage record) of a full fine-tune: the smallest low-rank form whose held-out
+    preview, generated from the same cached latent, stays within tolerance of the dense delta's."""
+    from ..core.low_rank import renderer
+    from ..library import weights as wf
+
+    if req.dense:
+        return delta, "full_delta", dict(wf.DENSE_REQUESTED)
+    cfg = req.config
+
+    def preview(model) -> torch.Tensor:
+        return ddim_generate(ModelDenoiser(model, session.autocast_dtype), latent, cfg.t0, cfg.s_gen)
+
+    return wf.compact_delta(delta, renderer(base, preview), "held-out preview vs the dense delta's")
+
+
 def run_finetune(
     session: Session,
     req: FinetuneRequest,
@@ -226,7 +244,10 @@ def run_finetune(
     weights = {k: v.detach().cpu() for k, v in result.weights.items()}
     if progress is not None:
         progress("saving", 0, 1, after)
-    entry = session.library.save_attribute(req.name, weights, result.kind, meta, thumbs)
+    kind = result.kind
+    if kind == "full_delta":
+        weights, kind, meta["storage"] = _full_storage(session, req, base, weights, latents[-1:])
+    entry = session.library.save_attribute(req.name, weights, kind, meta, thumbs)
     if progress is not None:
         progress("saving", 1, 1, after)
     return entry

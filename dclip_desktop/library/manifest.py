@@ -19,7 +19,9 @@ from ..untrusted import loads_object, open_regular
 from .errors import LibraryError
 
 SCHEMA_VERSION = 1
-KINDS = ("lora", "full_delta")
+# How weights.safetensors holds the weights (library/weights.py): LoRA factors, a dense fp16 delta, or
+# a per-layer low-rank delta (core/low_rank.py; what full fine-tunes and .pth imports store by default).
+KINDS = ("lora", "full_delta", "low_rank")
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"
 THUMBNAILS = ("before", "after")
@@ -133,6 +135,7 @@ def validate(data: dict) -> dict:
     need("s_gen", int, optional=True)
     need("lambdas", dict, optional=True)
     need("thumbnails", list, optional=True)
+    need("storage", dict, optional=True)  # how a full delta's storage was chosen (low_rank.Choice.record)
     if not data["name"].strip():
         raise ManifestError("manifest has an empty name")
     if data["weights_bytes"] < 0:

@@ -38,7 +38,7 @@ from .paths import library_dir
 from .sharing import base_installed, check_import, read_for_import
 
 # What other modules import from here; the pieces live in entry, names and sharing.
-__all__ = ["AttributeEntry", "GcReport", "Library", "base_installed", "check_name"]
+__all__ = ["AttributeEntry", "GcReport", "Library", "base_installed", "check_name", "size_text"]
 
 _ID_RE = re.compile(r"[0-9a-f]{8,32}")  # fullmatch only: "$" would let a trailing newline through
 
@@ -49,7 +49,16 @@ class GcReport:
     freed_bytes: int = 0
 
     def __str__(self) -> str:
-        return f"removed {len(self.removed)} item(s), freed {self.freed_bytes / 1e6:.1f} MB"
+        if not self.removed:
+            return "nothing to remove, 0 bytes freed"
+        return f"removed {len(self.removed)} item(s), freed {size_text(self.freed_bytes)}"
+
+
+def size_text(n: int) -> str:
+    """A file size as the library prints it: MB from 0.1 MB up, kB below, bytes under 1 kB."""
+    if n >= 1e5:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.0f} kB" if n >= 1e3 else f"{n} bytes"
 
 
 class Library:
@@ -361,8 +370,9 @@ class Library:
         return write_bundle(entry, Path(path))
 
     def import_file(self, path, name: Optional[str] = None, base_id: Optional[str] = None,
-                    base_model: Optional[nn.Module] = None) -> AttributeEntry:
-        """Import a .dclip bundle or an official DiffusionCLIP .pth checkpoint.
+                    base_model: Optional[nn.Module] = None, dense: bool = False) -> AttributeEntry:
+        """Import a .dclip bundle or an official DiffusionCLIP .pth checkpoint (stored low-rank unless
+        `dense`; a bundle keeps the storage it was shared with).
 
         The weights are checked before anything is written: finite values and at least one tensor
         always; names, shapes and a plausible size of the change against the base model (`base_model`,
@@ -374,7 +384,8 @@ class Library:
         if path.suffix.lower() in (".pth", ".pt", ".ckpt"):
             from .pth_import import import_official_pth
 
-            return import_official_pth(path, self, base_id=base_id, base_model=base_model, name=name)
+            return import_official_pth(path, self, base_id=base_id, base_model=base_model, name=name,
+                                       dense=dense)
         manifest, files = read_for_import(path, name)
         check_import(path, manifest["kind"], files[mf.WEIGHTS_NAME], manifest["base_id"], base_model)
         with self._lock:

@@ -5,6 +5,10 @@
 - Full fine-tunes: the delta Δθ per parameter in fp16 with a power-of-two fp32 scale per tensor
   ('<param>::scale'), so the tiny deltas of a 4e-6 learning rate keep fp16's 11 significant bits
   instead of falling into its subnormal range.
+- Low-rank full fine-tunes (core/low_rank.py): '<param>::A' and '<param>::B' in fp16, each factor
+  brought to fp16's range by a power of two whose product is '<param>::scale'; 1-D changes, and
+  layers whose factors would be no smaller, stay dense as in a full delta. They decode to the same
+  dense float32 Δθ a full delta does, so merging and mixing never see the difference.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..core.low_rank import A_SUFFIX, B_SUFFIX, expand
 from ..errors import BadInput
 from .errors import LibraryError, first_line
+from .manifest import KINDS
 
 FORMAT = "dclip-attribute-1"
 SCALE_SUFFIX = "::scale"
@@ -64,23 +70,58 @@ def encode(weights: dict[str, torch.Tensor], kind: str) -> bytes:
                 out[key] = t.to(torch.float16 if amax < _FP16_MAX else torch.float32).contiguous()
             else:
                 raise LibraryError(f"'{key}' is not a LoRA factor (expected .lora_A, .lora_B or .lora_scale)")
-    elif kind == "full_delta":
+    elif kind in ("full_delta", "low_rank"):
         for key, t in weights.items():
             if key.endswith(SCALE_SUFFIX):
                 raise LibraryError(f"parameter name '{key}' is reserved")
+            if kind == "low_rank" and key.endswith((A_SUFFIX, B_SUFFIX)):
+                _encode_factor(key, t, weights, out)
+                continue
+            if kind == "low_rank" and "::" in key:
+                raise LibraryError(f"'{key}' is not a low-rank factor (expected ::A or ::B)")
             t = t.detach().cpu().float()
-            amax = _amax(key, t)
-            # amax < 2**e, so the scaled tensor stays below 2**15 and is exact up to fp16 rounding.
-            scale = 2.0 ** (math.frexp(amax)[1] - 15) if amax > 0 else 1.0
+            scale = _pow2_scale(_amax(key, t))
             out[key] = (t / scale).to(torch.float16).contiguous()
             out[key + SCALE_SUFFIX] = torch.tensor(scale, dtype=torch.float32)
     else:
-        raise LibraryError(f"weight kind must be 'lora' or 'full_delta', got {kind!r}")
+        raise LibraryError(f"weight kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return st_save(out, metadata={"format": FORMAT, "kind": kind})
 
 
+def _pow2_scale(amax: float) -> float:
+    """amax < 2**e, so t / 2**(e-15) stays below 2**15 and is exact up to fp16 rounding."""
+    return 2.0 ** (math.frexp(amax)[1] - 15) if amax > 0 else 1.0
+
+
+def _encode_factor(key: str, t: torch.Tensor, weights: dict, out: dict) -> None:
+    """Both factors of one layer in fp16, each scaled by its own power of two (B = U·S is as small as
+    the delta, A = Vᵀ is not), the product of the two stored as the layer's scale."""
+    pname = key[: -len(A_SUFFIX)]
+    a, b = weights.get(pname + A_SUFFIX), weights.get(pname + B_SUFFIX)
+    if a is None or b is None:
+        raise LibraryError(f"low-rank weights for '{pname}' lack '{'A' if a is None else 'B'}'")
+    if pname in weights:
+        raise LibraryError(f"'{pname}' is stored both dense and as low-rank factors")
+    _check_factor_shapes(pname, a, b)
+    if key.endswith(B_SUFFIX):
+        return  # stored with its A
+    scales = []
+    for suffix, f in ((A_SUFFIX, a), (B_SUFFIX, b)):
+        f = f.detach().cpu().float()
+        scales.append(_pow2_scale(_amax(pname + suffix, f)))
+        out[pname + suffix] = (f / scales[-1]).to(torch.float16).contiguous()
+    out[pname + SCALE_SUFFIX] = torch.tensor(scales[0] * scales[1], dtype=torch.float32)
+
+
+def _check_factor_shapes(pname: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.dim() < 2 or b.dim() != 2 or a.shape[0] < 1 or b.shape[1] != a.shape[0]:
+        raise LibraryError(f"low-rank factors for '{pname}' do not fit each other (A {tuple(a.shape)}, "
+                           f"B {tuple(b.shape)}; expected A (r, ...) and B (out, r))")
+
+
 def decode(data: bytes, kind: str) -> dict[str, torch.Tensor]:
-    """Inverse of `encode`: LoRA factors as stored; full deltas as float32 Δθ by parameter name.
+    """Inverse of `encode`: LoRA factors as stored; full and low-rank deltas as float32 Δθ by
+    parameter name.
 
     Whatever the bytes, fails only as LibraryError, with the reason: the file parses, holds at least
     one tensor, every name is complete and every value is finite. Whether the names and shapes fit a
@@ -92,20 +133,67 @@ def decode(data: bytes, kind: str) -> dict[str, torch.Tensor]:
     check_finite(tensors)
     if kind == "lora":
         return _check_lora(tensors)
-    if kind != "full_delta":
-        raise LibraryError(f"weight kind must be 'lora' or 'full_delta', got {kind!r}")
+    if kind not in KINDS:
+        raise LibraryError(f"weight kind must be one of {', '.join(KINDS)}, got {kind!r}")
     out = {}
     for key, t in tensors.items():
         if key.endswith(SCALE_SUFFIX):
-            if key[: -len(SCALE_SUFFIX)] not in tensors or t.numel() != 1:
+            stem = key[: -len(SCALE_SUFFIX)]
+            if (stem not in tensors and stem + A_SUFFIX not in tensors) or t.numel() != 1:
                 raise LibraryError(f"'{key}' is not the scale of a stored delta")
             continue
+        if kind == "low_rank" and key.endswith((A_SUFFIX, B_SUFFIX)):
+            _decode_factors(key, tensors, out)
+            continue
+        if kind == "low_rank" and "::" in key:
+            raise LibraryError(f"'{key}' is not a low-rank factor (expected ::A or ::B)")
         scale = tensors.get(key + SCALE_SUFFIX)
         factor = float(scale) if scale is not None else 1.0
         out[key] = t.float() * factor
         if not bool(torch.isfinite(out[key]).all()):
             raise LibraryError(f"weights '{key}' overflow when scaled (scale {factor:g})")
     return out
+
+
+def _decode_factors(key: str, tensors: dict[str, torch.Tensor], out: dict) -> None:
+    """The dense ΔW of one factored layer, once its A, B and scale are all there and fit."""
+    pname = key[: -len(A_SUFFIX)]
+    parts = {s: tensors.get(pname + s) for s in (A_SUFFIX, B_SUFFIX, SCALE_SUFFIX)}
+    for suffix, t in parts.items():
+        if t is None:
+            raise LibraryError(f"low-rank weights for '{pname}' lack '{suffix[2:]}'")
+    if pname in tensors:
+        raise LibraryError(f"'{pname}' is stored both dense and as low-rank factors")
+    a, b, scale = parts[A_SUFFIX], parts[B_SUFFIX], parts[SCALE_SUFFIX]
+    _check_factor_shapes(pname, a, b)
+    if scale.numel() != 1:
+        raise LibraryError(f"'{pname}{SCALE_SUFFIX}' is not the scale of a stored delta")
+    if key.endswith(B_SUFFIX):
+        return  # expanded with its A
+    out[pname] = expand(a, b, float(scale))
+    if not bool(torch.isfinite(out[pname]).all()):
+        raise LibraryError(f"low-rank weights for '{pname}' overflow when expanded")
+
+
+def compact_delta(delta: dict[str, torch.Tensor], render, criterion: str) -> tuple[dict, str, dict]:
+    """(weights, kind, storage record) to save a full fine-tune's dense `delta` as: its smallest
+    low-rank form whose `render`ed image stays within low_rank.PIXEL_TOLERANCE of the dense one's,
+    measured on exactly what the file decodes to, else the dense delta ("full_delta")."""
+    from ..core import low_rank
+
+    def roundtrip(stored: dict[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
+        blob = encode(stored, "low_rank")
+        return len(blob), decode(blob, "low_rank")
+
+    choice = low_rank.choose(delta, roundtrip, render, len(encode(delta, "full_delta")))
+    record = choice.record(criterion)
+    if choice.weights is None:
+        return delta, "full_delta", record
+    return choice.weights, "low_rank", record
+
+
+# The storage record of a full fine-tune kept dense on request.
+DENSE_REQUESTED = {"kind": "full_delta", "criterion": "dense requested (--dense)"}
 
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
