@@ -86,7 +86,8 @@ def cmd_batch(args) -> int:
     from .edit_cmds import _session
 
     edit = EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule),
-                       degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size)
+                       degree=args.degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, batch_size=args.batch_size,
+                       eta=args.eta, sampler=args.sampler)
     req = BatchRequest(args.input_dir, args.output_dir, edit, recursive=args.recursive, fit=args.fit,
                        paste_back=args.paste_back, resume=args.resume, batch_size=args.batch_size, seed=args.seed,
                        force=args.force, faces=args.faces)
@@ -123,6 +124,8 @@ def cmd_batch(args) -> int:
 def register(sub) -> None:
     import argparse
 
+    from ..jobs.edit_job import SAMPLERS
+
     p = sub.add_parser("batch", help="edit every image of a folder (resumable, per-file error report)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input_dir", metavar="IN_DIR")
@@ -142,7 +145,12 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="resume with changed settings, or start a new batch over an earlier one")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per engine batch (8)")
-    p.add_argument("--seed", type=int, default=0, help="recorded in every output (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with η > 0, each file's noise comes from this and its name (default 0); recorded in every output")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="η of the generation in [0, 1]: 0 is deterministic (default), more adds fresh noise")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                   help="ddim (default) or ddpm: ancestral sampling, DDIM with η = 1")
     p.add_argument("--t0", type=int, default=None, help="return step t0 (default: the attributes' largest)")
     p.add_argument("--s-for", dest="s_for", type=int, default=40, help="inversion steps S_for (default 40)")
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40, help="generation steps S_gen (default 40)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core.config import CLIP_LOSS_FORMS, LR_SCHEDULES, MODES, FinetuneConfig, config_from_recipe
 from ..core.finetune import SAMPLE_STEPS
+from ..jobs.edit_job import SAMPLERS
 from ..jobs.errors import JobError
 from ..jobs.face_edit import FACE_MODES
 from ..jobs.images import FIT_POLICIES, list_images, load_image, save_png, tensor_to_pil
@@ -76,7 +77,8 @@ def cmd_finetune(args) -> int:
     images = list_images(args.images) if args.images else None
     req = FinetuneRequest(base_id=args.base, source=args.src, target=args.tgt, name=args.name,
                           config=config, images=images, sample_count=args.sample,
-                          oversample=args.oversample, sample_steps=args.sample_steps, filter_photos=args.filter)
+                          oversample=args.oversample, sample_steps=args.sample_steps, filter_photos=args.filter,
+                          dense=args.dense)
 
     def on_images(chosen) -> None:
         tqdm.write(chosen.summary())
@@ -93,7 +95,8 @@ def _edit_request(args, session, degree: float):
     from ..jobs.edit_job import EditRequest, parse_attribute_args, parse_schedule_arg
 
     return EditRequest(attributes=parse_attribute_args(args.attr), schedule=parse_schedule_arg(args.schedule),
-                       degree=degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen)
+                       degree=degree, t0=args.t0, s_for=args.s_for, s_gen=args.s_gen, eta=args.eta,
+                       sampler=args.sampler, seed=args.seed)
 
 
 def cmd_edit(args) -> int:
@@ -104,6 +107,10 @@ def cmd_edit(args) -> int:
     from ..jobs.images import open_image
 
     session = _session(args)
+    if args.from_png:
+        return _edit_from(args, session)
+    if not args.attr:
+        raise JobError("give an attribute (--attr NAME[:WEIGHT]), or --from OUTPUT.png to redo an output's edit")
     degrees = parse_degrees(args.degree)
     req = _edit_request(args, session, degrees[0])
     edit = build_edit(session, req)
@@ -122,9 +129,11 @@ def cmd_edit(args) -> int:
 
         detector = face_detector()  # one for every photo: building MTCNN loads its three nets
         # each photo keeps its size: its faces are aligned, edited and pasted back
-        for p, target in zip(paths, targets):
+        for j, (p, target) in enumerate(zip(paths, targets)):
             photo, outs = open_image(p), []
-            for r in reqs:
+            # photo j's faces draw their noise (η > 0) from seed + j, + j + 1, …: recorded, so --from redoes it
+            seeded = [dataclasses.replace(r, seed=req.seed + j) for r in reqs]
+            for r in seeded:
                 pairs = []
 
                 def edit_aligned(x, bar, r=r, pairs=pairs):
@@ -137,7 +146,8 @@ def cmd_edit(args) -> int:
                                             lambda x, bar=bar, f=edit_aligned: f(x, bar), detector)
                 outs.append(out)
                 report.add(p, target, *pairs[0], degree=r.degree if strip else None)
-            save_png(_side_by_side(outs), target, {**meta, "source_image": p.name, "faces": count})
+            save_png(_side_by_side(outs), target, {**_seeded(meta, req, j), "source_image": p.name, "faces": count,
+                                                   "batch_size": min(count, req.batch_size)})
             print(f"{p} → {target} ({count} face{'s' if count != 1 else ''})")
             report.flush()
         return report.finish()
@@ -149,12 +159,43 @@ def cmd_edit(args) -> int:
         with BarProgress(args.quiet) as bar:
             outs.append(edit_tensor(session, r, x, progress=bar))
     for i, (p, target) in enumerate(zip(paths, targets)):
-        save_png(_side_by_side([tensor_to_pil(o[i]) for o in outs]), target, {**meta, "source_image": p.name})
+        save_png(_side_by_side([tensor_to_pil(o[i]) for o in outs]), target,
+                 {**_seeded(meta, req, i), "source_image": p.name, "batch_size": min(len(paths), req.batch_size)})
         print(f"{p} → {target}")
         for r, o in zip(reqs, outs):
             report.add(p, target, x[i : i + 1], o[i : i + 1], degree=r.degree if strip else None)
         report.flush()
     return report.finish()
+
+
+def _edit_from(args, session) -> int:
+    """`dclip edit IMG… --from OUTPUT.png`: the edit OUTPUT.png's settings describe, on each IMG; refused
+    when an attribute or the base is missing or not the one that made it (edit_from_metadata)."""
+    from ..jobs.batch_job import edit_from_metadata
+
+    defaults = {"--degree": "1", "--s-for": 40, "--s-gen": 40, "--eta": 0.0, "--sampler": "ddim", "--seed": 0}
+    chosen = {"--degree": args.degree, "--s-for": args.s_for, "--s-gen": args.s_gen, "--eta": args.eta,
+              "--sampler": args.sampler, "--seed": args.seed}
+    given = [name for name, value in (("--attr", args.attr), ("--schedule", args.schedule), ("--t0", args.t0))
+             if value is not None] + [k for k, v in chosen.items() if v != defaults[k]]
+    if given:
+        raise JobError(f"--from takes every setting from {args.from_png}; drop {', '.join(given)}")
+    meta = read_metadata(args.from_png)
+    if meta.get("operation") == "edit-strip":
+        raise JobError(f"{args.from_png} is a γ strip; give one of the single edits to --from")
+    paths = [Path(p) for p in args.images]
+    targets = output_targets(args.output, [p.stem for p in paths], "_edit", paths)
+    for p, target in zip(paths, targets):
+        out = edit_from_metadata(session, meta, p)
+        save_png(out, target, {**meta, "source_image": p.name})
+        print(f"{p} → {target} (the edit of {args.from_png})")
+    return 0
+
+
+def _seeded(meta: dict, req, i: int) -> dict:
+    """Image i's metadata: with η > 0 it drew its noise from seed + i (edit_tensor), which is what
+    reproduces it alone."""
+    return {**meta, "seed": req.seed + i} if req.stochastic else meta
 
 
 def _side_by_side(images):
@@ -222,7 +263,7 @@ def cmd_translate(args) -> int:
 
     session = _session(args)
     edit = EditRequest(attributes=parse_attribute_args(args.attr), degree=args.degree, t0=args.t0,
-                       s_for=args.s_for, s_gen=args.s_gen)
+                       s_for=args.s_for, s_gen=args.s_gen, eta=args.eta, sampler=args.sampler)
     spec = session.spec(build_edit(session, edit).base_id)
     req = TranslateRequest(edit=edit, seeds=list(range(args.seed, args.seed + args.seeds)), rounds=args.rounds,
                            project_t0=args.project_t0)
@@ -259,6 +300,14 @@ def _add_common(p: argparse.ArgumentParser, t0_default=None) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="η of the generation in [0, 1]: 0 is deterministic (default), more adds fresh noise: variations")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                   help="ddim (default) or ddpm: ancestral sampling, DDIM with η = 1")
+    p.add_argument("--seed", type=int, default=0, help="with η > 0: the noise of image i comes from seed + i (default 0)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("reconstruct", help="invert an image and regenerate it with the base (prints MAE/SSIM)")
     p.add_argument("image")
@@ -292,6 +341,9 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=MODES, default="efficient", help="efficient (Alg. 2) or full_chain (Alg. 1)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--full", action="store_true", help="train all weights instead of a LoRA")
+    p.add_argument("--dense", action="store_true",
+                   help="with --full: store the dense fp16 delta instead of the smallest per-layer low-rank one "
+                        "whose held-out preview stays within 1 level (mean) of it")
     p.add_argument("--lambda-clip", type=float, default=3.0)
     p.add_argument("--lambda-l1", type=float, default=None, help="L1 weight (default: the base's recipe for this pair)")
     p.add_argument("--lambda-face", type=float, default=None,
@@ -304,7 +356,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("edit", help="apply one attribute or a mix of attributes to images")
     p.add_argument("images", nargs="+")
-    p.add_argument("--attr", action="append", required=True, help="NAME[:WEIGHT], repeatable; weights sum to 1")
+    p.add_argument("--attr", action="append", help="NAME[:WEIGHT], repeatable; weights sum to 1")
+    p.add_argument("--from", dest="from_png", metavar="OUTPUT.png",
+                   help="redo the edit that made OUTPUT.png (its attributes, mix, γ, t0, steps, η, seed) on IMG")
     p.add_argument("--degree", default="1", help="degree of change γ in [0, 1] (default 1); a list such as "
                    "0,0.25,0.5,0.75,1 writes a strip of the edit at each")
     p.add_argument("--schedule", help='time-dependent weights as JSON rows, e.g. "[[500,[1,0]],[0,[0.5,0.5]]]", or "t0": '
@@ -313,6 +367,7 @@ def register(sub) -> None:
     p.add_argument("--faces", choices=FACE_MODES, default="auto",
                    help="align each face in the photo, edit it and paste it back at full resolution "
                         "(auto: on face bases such as celebahq, when facenet-pytorch is installed)")
+    _add_sampling(p)
     p.add_argument("--metrics", action="store_true",
                    help="print S_dir, MAE and SSIM against the input (and ID on faces, LPIPS where installed)")
     p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON (implies --metrics)")
@@ -330,6 +385,9 @@ def register(sub) -> None:
     p.add_argument("--project-t0", dest="project_t0", type=int, default=None,
                    help="projection noise level (default: the base's; 300 on the demo, 500 on 256² bases)")
     p.add_argument("-o", "--output", required=True, help="output file (one seed) or folder")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="η of the edit's generation in [0, 1] (default 0); the noise comes from each candidate's seed")
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="ddim (default) or ddpm (η = 1)")
     _add_common(p)
     p.add_argument("--s-gen", dest="s_gen", type=int, default=40)
     p.set_defaults(func=cmd_translate)

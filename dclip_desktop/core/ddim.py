@@ -7,8 +7,8 @@ runs in: bf16 errors in ᾱ compound over 40+ steps and break reconstruction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Optional, Union
 
 import torch
 
@@ -88,12 +88,13 @@ def ddim_generate(
     steps: int,
     *,
     eta: float = 0.0,
-    generator: Optional[torch.Generator] = None,
+    generator: Union[None, torch.Generator, Sequence[torch.Generator]] = None,
     schedule: Schedule = DEFAULT_SCHEDULE,
     progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
 ) -> torch.Tensor:
-    """DDIM reverse process x_t0 → x̂0 (eq. 13); η > 0 adds fresh noise drawn from `generator`."""
+    """DDIM reverse process x_t0 → x̂0 (eq. 13); η > 0 adds fresh noise drawn from `generator`, or
+    from one generator per image (a sequence), so an image's noise does not depend on its batch."""
     if eta < 0:
         raise BadInput(f"η must be ≥ 0, got {eta}")
     pairs = generation_pairs(t0, steps)
@@ -104,7 +105,10 @@ def ddim_generate(
             eps = denoiser(x, t)
             noise = None
             if eta > 0 and t_next >= 0:
-                noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+                if isinstance(generator, Sequence):
+                    noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generator]).to(x.device)
+                else:
+                    noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
             x, f = ddim_step(x, eps, schedule.abar(t), schedule.abar(t_next), eta if t_next >= 0 else 0.0, noise)
             report(progress, i + 1, len(pairs), f)
     return x

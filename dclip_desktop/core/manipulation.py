@@ -3,6 +3,7 @@ the edited denoiser (a fine-tuned model, a γ blend or a mix of attributes; `mix
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -19,17 +20,26 @@ def generate(
     s_gen: int,
     *,
     batch_size: int,
+    eta: float = 0.0,
+    seeds: Optional[Sequence[int]] = None,
     progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
 ) -> torch.Tensor:
-    """x̂0 in [-1, 1] from the inverted latents, `batch_size` at a time (one progress over all chunks)."""
+    """x̂0 in [-1, 1] from the inverted latents, `batch_size` at a time (one progress over all chunks).
+    With η > 0, latent i's fresh noise comes from a generator seeded with seeds[i] (0, 1, … by
+    default), so an output depends on its own seed only, never on the batch it ran in."""
     out, n_chunks = [], -(-len(latents) // batch_size)
+    seeds = list(range(len(latents))) if seeds is None else list(seeds)
+    if len(seeds) != len(latents):
+        raise ValueError(f"{len(seeds)} seeds for {len(latents)} latents")
     for c in range(n_chunks):
         def chunk_progress(step, total, preview, c=c):
             report(progress, c * total + step, n_chunks * total, preview)
 
         part = latents[c * batch_size:(c + 1) * batch_size]
-        out.append(ddim_generate(edited, part, t0, s_gen, progress=chunk_progress, cancel=cancel))
+        gens = [torch.Generator().manual_seed(s) for s in seeds[c * batch_size:(c + 1) * batch_size]] if eta else None
+        out.append(ddim_generate(edited, part, t0, s_gen, eta=eta, generator=gens, progress=chunk_progress,
+                                 cancel=cancel))
     return torch.cat(out).clamp(-1, 1)
 
 

@@ -70,6 +70,7 @@ def translate(
     project_t0: int = 500,
     rounds: int = 8,
     project_steps: int = 10,
+    eta: float = 0.0,
     schedule: Schedule = DEFAULT_SCHEDULE,
     progress: Optional[Progress] = None,
     cancel: Optional[CancelToken] = None,
@@ -78,7 +79,8 @@ def translate(
     """Returns (projected, edited), each [len(seeds),3,H,W]: the in-domain image and its edit.
 
     `phase_progress(name)` gives each of "projecting", "inverting" and "generating" its own progress (a
-    job weights them into one bar); otherwise `progress` sees thirds of one fraction."""
+    job weights them into one bar); otherwise `progress` sees thirds of one fraction. With η > 0 the
+    edit's fresh noise of candidate i comes from its own seed, like its projection's."""
     names = ("projecting", "inverting", "generating")
 
     def phase(i: int) -> Optional[Progress]:
@@ -91,5 +93,7 @@ def translate(
         schedule=schedule, progress=phase(0), cancel=cancel,
     )
     latents = ddim_invert(original, projected, edit_t0, s_for, schedule=schedule, progress=phase(1), cancel=cancel)
-    edited = ddim_generate(target, latents, edit_t0, s_gen, schedule=schedule, progress=phase(2), cancel=cancel)
+    gens = [torch.Generator().manual_seed(s * 1009 + rounds) for s in seeds] if eta else None
+    edited = ddim_generate(target, latents, edit_t0, s_gen, eta=eta, generator=gens, schedule=schedule,
+                           progress=phase(2), cancel=cancel)
     return projected, edited.clamp(-1, 1)

@@ -29,6 +29,8 @@ Policies (the README and `dclip batch --help` repeat them):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from PIL import Image
 from ..core.cancel import Cancelled, CancelToken, check
 from ..core.ddim import ddim_generate
 from ..core.face_align import face_detector
+from ..untrusted import display
 from .batch_inputs import Loaded, check_folders, load_one, paste_back, scan_inputs, stat_problem
 from .batch_manifest import (
     MANIFEST_NAME,
@@ -72,8 +75,9 @@ OnFile = Callable[[str, str, Optional[str]], None]
 # --- the engine: fixed-shape chunks, latent cache, mix ----------------------------------------
 def edit_chunk(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
                progress: Optional[Callable[[float, Optional[torch.Tensor]], None]] = None,
-               cancel: Optional[CancelToken] = None) -> torch.Tensor:
-    """Edit `x` [n ≤ batch_size, 3, S, S] as one padded batch of exactly `batch_size` images."""
+               cancel: Optional[CancelToken] = None, seeds: Optional[list[int]] = None) -> torch.Tensor:
+    """Edit `x` [n ≤ batch_size, 3, S, S] as one padded batch of exactly `batch_size` images. With η > 0
+    picture i draws its noise from seeds[i] (the request's seed + i by default), whatever its batch."""
     fast = session.settings.compile_batches  # the batch is padded to one shape, as compiling wants
     req, n = edit.request, len(x)
     xp = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])]) if n < batch_size else x
@@ -87,22 +91,34 @@ def edit_chunk(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
 
     lat = session.invert(edit.base_id, xp, edit.t0, req.s_for, batch_size=batch_size, known=found, whole=True,
                          progress=sub(0), cancel=cancel, compiled=fast)
-    out = ddim_generate(edit.denoiser(session, compiled=fast), lat, edit.t0, req.s_gen, progress=sub(inv_steps),
-                        cancel=cancel)
+    gens = None
+    if req.stochastic:
+        seeds = list(seeds) if seeds is not None else [req.seed + i for i in range(n)]
+        gens = [torch.Generator().manual_seed(s) for s in seeds + seeds[-1:] * (batch_size - n)]
+    out = ddim_generate(edit.denoiser(session, compiled=fast), lat, edit.t0, req.s_gen, eta=req.generation_eta,
+                        generator=gens, progress=sub(inv_steps), cancel=cancel)
     return out[:n].clamp(-1, 1).cpu()
 
 
 def edit_pictures(session: Session, edit: Edit, x: torch.Tensor, batch_size: int,
                   progress: Optional[Callable[[float, Optional[torch.Tensor]], None]] = None,
-                  cancel: Optional[CancelToken] = None) -> torch.Tensor:
+                  cancel: Optional[CancelToken] = None, seeds: Optional[list[int]] = None) -> torch.Tensor:
     """Edit any number of pictures (a chunk's faces may outnumber its files) as `edit_chunk`s of
-    exactly `batch_size`, in order; `progress` gets the fraction of all of them."""
+    exactly `batch_size`, in order; `progress` gets the fraction of all of them. `seeds`: one per
+    picture (edit_chunk)."""
     starts = range(0, len(x), batch_size)
+    seeds = list(seeds) if seeds is not None else [edit.request.seed + i for i in range(len(x))]
     out = []
     for j, i in enumerate(starts):
         sub = None if progress is None else (lambda f, p=None, j=j: progress((j + f) / len(starts), p))
-        out.append(edit_chunk(session, edit, x[i:i + batch_size], batch_size, sub, cancel))
+        out.append(edit_chunk(session, edit, x[i:i + batch_size], batch_size, sub, cancel, seeds[i:i + batch_size]))
     return torch.cat(out)
+
+
+def file_seed(seed: int, rel: str) -> int:
+    # surrogateescape: a file name need not be valid UTF-8 (os.fsencode's bytes)
+    digest = hashlib.sha256(f"{seed}\0{rel}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") >> 2  # below 2^62, so + face index stays a valid seed
 
 
 def settings_of(session: Session, req: BatchRequest, src: Path, edit: Optional[Edit] = None,
@@ -254,6 +270,11 @@ class BatchRun:
         resolved = target.resolve()
         return self.src in resolved.parents if self.req.recursive else resolved.parent == self.src
 
+    def _seed(self, rel: str) -> int:
+        """With η > 0, the seed of file `rel`'s noise: from the batch's seed and the file's name, so
+        it does not depend on the order or the chunk the file runs in."""
+        return file_seed(self.req.seed, rel)
+
     def _edit(self, good: list[Loaded]) -> list[torch.Tensor]:
         """Each file's pictures edited: [1, 3, S, S] for a whole picture, [N, 3, S, S] for N faces."""
         base_count, n = self.counted, len(good)
@@ -263,7 +284,9 @@ class BatchRun:
                 self.progress("batch", base_count + min(n - 1, int(frac * n)), len(self.rels), preview)
 
         pictures = [g.pictures() for g in good]
-        edited = edit_pictures(self.session, self.edit, torch.cat(pictures), self.bs, inner, self.cancel)
+        # a file's pictures (its faces) draw their noise from its own seed + k: its output is the same in any chunk
+        seeds = [self._seed(g.rel) + k for g, p in zip(good, pictures) for k in range(len(p))]
+        edited = edit_pictures(self.session, self.edit, torch.cat(pictures), self.bs, inner, self.cancel, seeds)
         return list(edited.split([len(p) for p in pictures]))
 
     def _queue_writes(self, writer: ThreadPoolExecutor, good: list[Loaded], edited: list[torch.Tensor]) -> None:
@@ -279,6 +302,8 @@ class BatchRun:
         self._save_manifest()  # names are recorded before the files appear, so a resume can adopt them
         for item, target, y in planned:
             meta = {**self.meta_base, "source_image": item.rel, "source_size": list(item.size)}
+            if self.edit.request.stochastic:
+                meta["seed"] = self._seed(item.rel)
             if item.matrices is not None:
                 meta["faces"] = len(item.matrices)
             self.inflight.append((item.rel, writer.submit(self._write_one, target, y, item, meta)))
@@ -354,7 +379,18 @@ class BatchRun:
 def edit_from_metadata(session: Session, meta: dict, source: str | os.PathLike, detector=None) -> Image.Image:
     """Re-run the edit an output's metadata describes on its source image (bit-for-bit on the same
     machine, precision and library). `detector`: the MTCNN for a face output (None builds one)."""
-    edit = build_edit(session, request_from_metadata(meta))
+    req = request_from_metadata(meta)
+    refs = []
+    for (ref, weight), a in zip(req.attributes, meta["attributes"]):
+        # by id first; an attribute made again under the same name has another id, and the sha check
+        # below then says it changed rather than that it is gone
+        entry = session.library.find(ref) or (session.library.find(a["name"]) if a.get("name") else None)
+        if entry is None:
+            raise JobError(f"this image was made with the attribute '{display(a.get('name') or ref)}' "
+                           f"({display(a.get('id') or '?')}), which is not in the library: restore it "
+                           "(dclip library restore NAME) or import it")
+        refs.append((entry.id, weight))
+    edit = build_edit(session, dataclasses.replace(req, attributes=refs))
     base_id, entries = edit.base_id, edit.entries
     if meta.get("base_sha256") and session.base_sha(base_id) != meta["base_sha256"]:
         raise JobError(f"the base '{base_id}' is not the one that made this image (sha256 differs)")

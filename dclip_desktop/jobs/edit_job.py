@@ -25,6 +25,9 @@ from .progress import JobProgress, phase
 from .session import Session
 
 BY_T0 = "t0"  # the schedule that splits the steps between attributes by their t0
+# ddim: η as given (0, the paper's deterministic generation, by default). ddpm: ancestral sampling,
+# which is DDIM with η = 1 (Song et al. 2021, eq. 16) over the same S_gen steps.
+SAMPLERS = ("ddim", "ddpm")
 
 
 @dataclass
@@ -38,7 +41,18 @@ class EditRequest:
     s_for: int = 40
     s_gen: int = 40
     batch_size: int = 16
-    extra: dict = field(default_factory=dict)  # carried into the output metadata (e.g. seed)
+    eta: float = 0.0  # η of the DDIM generation: 0 deterministic, > 0 adds fresh noise ("variations")
+    sampler: str = "ddim"
+    seed: int = 0  # with η > 0, image i of the request draws its noise from seed + i
+    extra: dict = field(default_factory=dict)  # carried into the output metadata
+
+    @property
+    def generation_eta(self) -> float:
+        return 1.0 if self.sampler == "ddpm" else self.eta
+
+    @property
+    def stochastic(self) -> bool:
+        return self.generation_eta > 0
 
 
 def parse_attribute_args(specs: list[str]) -> list[tuple[str, float]]:
@@ -143,6 +157,9 @@ class Edit:
             "t0": self.t0,
             "s_for": req.s_for,
             "s_gen": req.s_gen,
+            "eta": req.eta,
+            "sampler": req.sampler,
+            **({"seed": req.seed} if req.stochastic else {}),
             "precision": session.precision,
             **req.extra,
         }
@@ -177,7 +194,20 @@ def build_edit(session: Session, req: EditRequest) -> Edit:
     validate_degree(req.degree)
     validate_steps(req.s_for, "S_for")
     validate_steps(req.s_gen, "S_gen")
+    validate_sampling(req)
     return Edit(req, base_id, entries, models, sched, t0)
+
+
+def validate_sampling(req: EditRequest) -> None:
+    """The sampler, η and seed: JobError with what to give."""
+    if req.sampler not in SAMPLERS:
+        raise JobError(f"unknown sampler {display(req.sampler)!r}; choose one of {', '.join(SAMPLERS)}")
+    if isinstance(req.eta, bool) or not isinstance(req.eta, (int, float)) or not 0.0 <= req.eta <= 1.0:
+        raise JobError(f"η must be in [0, 1] (0: deterministic, the paper's default), got {display(str(req.eta))}")
+    if req.sampler == "ddpm" and req.eta not in (0.0, 1.0):
+        raise JobError("the ddpm sampler is η = 1; give --eta only with --sampler ddim")
+    if isinstance(req.seed, bool) or not isinstance(req.seed, int) or not 0 <= req.seed < 1 << 63:
+        raise JobError(f"the seed must be a whole number from 0 to 2^63-1, got {display(str(req.seed))}")
 
 
 def edit_tensor(
@@ -193,6 +223,7 @@ def edit_tensor(
     latents = session.invert(edit.base_id, x0, edit.t0, req.s_for, batch_size=req.batch_size,
                              progress=phase(progress, "inverting"), cancel=cancel)
     return generate(edit.denoiser(session), latents, edit.t0, req.s_gen, batch_size=req.batch_size,
+                    eta=req.generation_eta, seeds=[req.seed + i for i in range(len(latents))],
                     progress=phase(progress, "generating"), cancel=cancel)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ..core.mixing import WeightSchedule, validate_degree
 from ..core.schedule import T
 from ..untrusted import MAX_TEXT, display, loads_object, open_regular, take
-from .edit_job import EditRequest
+from .edit_job import SAMPLERS, EditRequest
 from .errors import JobError, os_error_message
 from .images import FIT_POLICIES, METADATA_KEY
 
@@ -116,6 +116,7 @@ _META_FIELDS: dict[str, tuple] = {
     "faces": (int, 0, 1 << 16),  # how many faces the face workflow edited; present only on its outputs
     "seed": (int, -(1 << 63), (1 << 64) - 1),  # what torch.manual_seed takes
     "paste_back": (bool, None, None), "fit": (str, None, None), "degree": (float, None, None),
+    "eta": (float, 0.0, 1.0), "sampler": (str, None, None),
 }
 _ATTRIBUTE_FIELDS: dict[str, tuple] = {
     "name": (str, None, None), "id": (str, None, None), "weights_sha256": (str, None, None),
@@ -151,6 +152,8 @@ def check_metadata(meta: Any, what: str = "the image's settings") -> dict:
             validate_degree(out["degree"])
         except ValueError as exc:
             raise MetadataError(f"{what}: {exc}") from None
+    if out.get("sampler") is not None and out["sampler"] not in SAMPLERS:
+        raise MetadataError(f"{what}: 'sampler' is {display(out['sampler'])!r}, not one of {', '.join(SAMPLERS)}")
     if out.get("fit") is not None and out["fit"] not in FIT_POLICIES:
         raise MetadataError(f"{what}: 'fit' is {display(out['fit'])!r}, not one of {', '.join(FIT_POLICIES)}")
     attrs = take(meta, "attributes", list, what, default=None, max_len=_MAX_ATTRIBUTES, error=MetadataError)
@@ -194,4 +197,6 @@ def request_from_metadata(meta: dict) -> EditRequest:
         base_id=meta.get("base_id"), schedule=[(t, list(ws)) for t, ws in meta["schedule"]],
         degree=meta["degree"], t0=meta["t0"], s_for=meta["s_for"], s_gen=meta["s_gen"],
         batch_size=meta.get("batch_size") or 1,
+        # older outputs carry no sampler: they were all made with deterministic DDIM
+        eta=meta.get("eta") or 0.0, sampler=meta.get("sampler") or "ddim", seed=meta.get("seed") or 0,
     )

@@ -45,7 +45,7 @@ def translate_tensor(
     return translate(
         original, edit.denoiser(session), x_src.to(session.device), req.seeds, edit_t0=edit.t0, s_for=req.edit.s_for,
         s_gen=req.edit.s_gen, project_t0=_project_t0(session, req, edit.base_id), rounds=req.rounds,
-        project_steps=req.project_steps, cancel=cancel, phase_progress=lambda name: phase(progress, name),
+        project_steps=req.project_steps, eta=req.edit.generation_eta, cancel=cancel, phase_progress=lambda name: phase(progress, name),
     )
 
 
