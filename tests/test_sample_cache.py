@@ -84,7 +84,12 @@ def test_the_documented_finetune_twice_reuses_its_samples(capsys, tmp_path):
     second = capsys.readouterr()
     assert "training images: 6 of 6 from the sample cache" in second.out + second.err
     assert main(["library", "show", "b", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["manifest"]["sample_steps"] == 6
+    manifest = json.loads(capsys.readouterr().out)["manifest"]
+    assert manifest["sample_steps"] == 6
+    # each epoch's held-out metrics are kept with the entry, and printed as it trains
+    (epoch,) = manifest["epoch_metrics"]
+    assert epoch["epoch"] == 1 and set(epoch) >= {"s_dir", "mae", "ssim"} and manifest["metrics"] == epoch
+    assert f"epoch 1: held-out S_dir {epoch['s_dir']:.3f}" in second.out
 
 
 @pytest.mark.parametrize("steps", ["0", "-3", "5000"])

@@ -86,7 +86,8 @@ def cmd_finetune(args) -> int:
             tqdm.write(chosen.cache_summary())
 
     with BarProgress(args.quiet, phases=finetune_phases(req)) as bar:
-        entry = run_finetune(session, req, progress=bar, on_step=bar.on_step, on_images=on_images)
+        entry = run_finetune(session, req, progress=bar, on_step=bar.on_step, on_images=on_images,
+                             on_metrics=lambda epoch, m: tqdm.write(f"epoch {epoch + 1}: held-out {m.line()}"))
     print(f"saved attribute '{entry.name}' ({entry.id}) to {entry.path}")
     return 0
 

@@ -79,21 +79,28 @@ def _face_id(session, x_in: torch.Tensor, x_out: torch.Tensor) -> float:
 
 def measure(session, edit, x_in: torch.Tensor, x_out: torch.Tensor) -> EditMetrics:
     """The metrics of `edit` (jobs.edit_job.Edit) turning x_in into x_out, both [N,3,H,W] in [-1, 1]."""
+    pairs = [(e.source, e.target, w) for e, (_, w) in zip(edit.entries, edit.request.attributes)
+             if e.source and e.target and w]
+    return measure_texts(session, edit.base_id, pairs, x_in, x_out)
+
+
+def measure_texts(session, base_id: str, pairs: list[tuple[str, str, float]], x_in: torch.Tensor,
+                  x_out: torch.Tensor) -> EditMetrics:
+    """The metrics of x_in → x_out for the text pairs (source, target, weight) that asked for it:
+    an edit's attributes, or a fine-tune's own pair on its held-out preview."""
     if x_in.shape != x_out.shape:
         raise JobError(f"cannot compare an edit of shape {tuple(x_out.shape)} with its input {tuple(x_in.shape)}")
     x_in, x_out = as_saved(x_in), as_saved(x_out)
     out = EditMetrics(mae=metrics.mae(x_out, x_in), ssim=metrics.ssim(x_out, x_in))
-    pairs = [(e.source, e.target, w) for e, (_, w) in zip(edit.entries, edit.request.attributes)
-             if e.source and e.target and w]
     if pairs:
-        clip_model, tokenizer = session.clip(session.clip_name(edit.base_id))
+        clip_model, tokenizer = session.clip(session.clip_name(base_id))
         dev = session.device
         total = sum(w for _, _, w in pairs)
         out.s_dir = sum(w * metrics.s_dir(clip_model, x_in.to(dev), x_out.to(dev), src, tgt, tokenizer=tokenizer)
                         for src, tgt, w in pairs) / total
     else:
         out.unavailable["s_dir"] = "the attributes record no source and target text"
-    if session.spec(edit.base_id).domain == "face":
+    if session.spec(base_id).domain == "face":
         if importlib.util.find_spec("facenet_pytorch") is None:
             out.unavailable["id"] = "facenet-pytorch is not installed (pip install --no-deps facenet-pytorch==2.6.0)"
         else:

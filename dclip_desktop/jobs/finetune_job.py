@@ -15,6 +15,7 @@ from ..core.ddim import ddim_generate
 from ..core.finetune import SAMPLE_STEPS, EditLoss, FinetuneConfig, finetune
 from ..core.mixing import ModelDenoiser
 from ..core.schedule import validate_steps
+from .edit_metrics import measure_texts
 from .errors import JobError
 from .images import load_images, tensor_to_pil
 from .progress import JobProgress, phase
@@ -197,6 +198,7 @@ def run_finetune(
     on_epoch: Optional[Callable[[int, torch.Tensor], None]] = None,
     on_images: Optional[Callable[[TrainingImages], None]] = None,
     cancel: Optional[CancelToken] = None,
+    on_metrics: Optional[Callable[[int, object], None]] = None,
 ):
     """Returns the saved library entry. A cancel raises Cancelled before anything is written."""
     req.validate()
@@ -226,8 +228,15 @@ def run_finetune(
         face_loss = FaceIDLoss(embedder, detector, device=session.device)
     previews: list[torch.Tensor] = []
 
+    epoch_metrics: list[dict] = []
+
     def epoch_hook(epoch: int, preview: torch.Tensor) -> None:
         previews.append(preview)
+        # the held-out image's S_dir, MAE and SSIM after each epoch: the library entry keeps the curve
+        m = measure_texts(session, req.base_id, [(req.source, req.target, 1.0)], held_out, preview)
+        epoch_metrics.append({"epoch": epoch + 1, **m.as_dict()})  # counted from 1, as the bars count
+        if on_metrics is not None:
+            on_metrics(epoch, m)
         if on_epoch is not None:
             on_epoch(epoch, preview)
 
@@ -240,6 +249,8 @@ def run_finetune(
         ModelDenoiser(result.model, session.autocast_dtype), latents[-1:], cfg.t0, cfg.s_gen
     )
     meta = _manifest(session, req, chosen, result, len(x0))
+    meta["metrics"] = epoch_metrics[-1] if epoch_metrics else None
+    meta["epoch_metrics"] = epoch_metrics
     thumbs = {"before": tensor_to_pil(held_out[0]), "after": tensor_to_pil(after[0])}
     weights = {k: v.detach().cpu() for k, v in result.weights.items()}
     if progress is not None:
