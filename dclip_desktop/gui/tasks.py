@@ -18,6 +18,8 @@ class EditResult:
     metadata: list[dict]
     labels: list[str] = field(default_factory=list)
     projected: list[QImage] = field(default_factory=list)
+    # per image, where measured: {"line": EditMetrics.line(), "values": as_dict(), "unavailable": {name: why}}
+    metrics: list[Optional[dict]] = field(default_factory=list)
 
 
 def make_open_image(path: str, base_id: str, fit: str = "center-crop", faces: str = "off"):
@@ -48,32 +50,115 @@ def _edit_request(edit: dict):
     return EditRequest(**edit)
 
 
-def make_edit(image: QImage, edit: dict, faces: Optional[list] = None, name: str = "image"):
+def _metrics(session, req, x_in, x_out) -> dict:
+    """What the canvas shows under an edit: jobs.edit_metrics.measure, as `dclip edit --metrics` prints it."""
+    from ..jobs.edit_job import build_edit
+    from ..jobs.edit_metrics import measure
+
+    m = measure(session, build_edit(session, req), x_in, x_out)
+    return {"line": m.line(), "values": m.as_dict(), "unavailable": dict(m.unavailable)}
+
+
+def _label(req) -> str:
+    label = " + ".join(f"{n}" if len(req.attributes) == 1 else f"{n}:{w:g}" for n, w in req.attributes)
+    return label + (f" γ={req.degree:g}" if req.degree != 1.0 else "")
+
+
+def _edit_one(session, ctx, req, image: QImage, faces, name: str, size: int):
+    """(QImage of the edit, [(x_in, x_out)] the engine saw: the picture, or each aligned face, face count)."""
+    from ..jobs.edit_job import edit_tensor
+    from .imaging import pil_to_qimage, qimage_to_pil, qimage_to_tensor, tensor_to_qimage
+
+    pairs = []
+
+    def run(x):
+        y = edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
+        pairs.append((x, y))
+        return y
+
+    if faces is not None:
+        from ..jobs.face_pick import edit_picked
+
+        out, count = edit_picked(qimage_to_pil(image), faces, name, size, run)
+        return pil_to_qimage(out), pairs, count
+    y = run(qimage_to_tensor(image, size)[None])
+    return tensor_to_qimage(y[0]), pairs, None
+
+
+def make_edit(image: QImage, edit: dict, faces: Optional[list] = None, name: str = "image",
+              degrees: Optional[list[float]] = None, metrics: bool = True):
     """Apply the mix `edit` (EditRequest kwargs) to `image`; with `faces` (core.face_align.Face), to
-    those faces of the full-size photo: aligned at the base's size, edited and pasted back."""
+    those faces of the full-size photo: aligned at the base's size, edited and pasted back. `degrees`:
+    one result per γ (a strip; the latent cache inverts once). `metrics`: measure each result on the
+    worker (jobs.edit_metrics; on the first face of a face edit, as the CLI does)."""
+    import dataclasses
+
     image = image.copy()
 
     def fn(session, ctx):
-        from ..jobs.edit_job import edit_metadata, edit_tensor
-        from .imaging import pil_to_qimage, qimage_to_pil, qimage_to_tensor, tensor_to_qimage
+        from ..jobs.edit_job import edit_metadata
+
+        base = _edit_request(edit)
+        entry = session.library.get(base.attributes[0][0])
+        size = int(session.spec(base.base_id or entry.base_id).resolution)
+        out = EditResult([], [], [])
+        for g in (degrees if degrees is not None else [base.degree]):
+            req = dataclasses.replace(base, degree=g)
+            meta = edit_metadata(session, req)
+            img, pairs, count = _edit_one(session, ctx, req, image, faces, name, size)
+            label = _label(req)
+            if count is not None:
+                meta = {**meta, "faces": count}
+                label += f" ({count} face{'s' if count != 1 else ''})"
+            out.images.append(img)
+            out.metadata.append(meta)
+            out.labels.append(label)
+            out.metrics.append(_metrics(session, req, *pairs[0]) if metrics and pairs else None)
+        return out
+
+    return fn
+
+
+def make_preview(image: QImage, edit: dict, faces: Optional[list] = None, name: str = "image"):
+    """A live-γ preview (gui.live_degree): the edit at `edit["degree"]` from the cached latent, with
+    S_gen cut by live_degree.preview_steps on large bases, unmeasured. {"degree", "image"}."""
+    import dataclasses
+
+    image = image.copy()
+
+    def fn(session, ctx):
+        from .live_degree import preview_steps
 
         req = _edit_request(edit)
         entry = session.library.get(req.attributes[0][0])
         size = int(session.spec(req.base_id or entry.base_id).resolution)
-        meta = edit_metadata(session, req)
-        label = " + ".join(f"{n}" if len(req.attributes) == 1 else f"{n}:{w:g}" for n, w in req.attributes)
-        if req.degree != 1.0:
-            label += f" γ={req.degree:g}"
-        if faces is not None:
-            from ..jobs.face_pick import edit_picked
+        req = dataclasses.replace(req, s_gen=preview_steps(size, req.s_gen))
+        img, _, _ = _edit_one(session, ctx, req, image, faces, name, size)
+        return {"degree": req.degree, "image": img}
 
-            out, count = edit_picked(qimage_to_pil(image), faces, name, size,
-                                     lambda x: edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel))
-            return EditResult([pil_to_qimage(out)], [{**meta, "faces": count}],
-                              [f"{label} ({count} face{'s' if count != 1 else ''})"])
-        x = qimage_to_tensor(image, size)[None]
-        y = edit_tensor(session, req, x, progress=ctx.progress, cancel=ctx.cancel)
-        return EditResult([tensor_to_qimage(y[0])], [meta], [label])
+    return fn
+
+
+def make_edit_again(image: QImage, meta: dict, name: str = "image", made_by: str = "output.png"):
+    """File → Edit again with these settings: the edit an output's settings `meta` describe, redone on
+    `image` (the document's, named `name`) by jobs.batch_job.edit_from_metadata, which refuses a missing
+or changed attribute or base. `made_by`: the output's file name, for the result's label."""
+    image = image.copy()
+
+    def fn(session, ctx):
+        import tempfile
+        from pathlib import Path
+
+        from ..jobs.batch_job import edit_from_metadata
+        from ..jobs.images import save_png
+        from .imaging import pil_to_qimage, qimage_to_pil
+
+        # edit_from_metadata reads its source from a file: the image as the document holds it now
+        with tempfile.TemporaryDirectory(prefix="dclip-again-") as tmp:
+            source = Path(tmp) / (Path(name).stem + ".png")
+            save_png(qimage_to_pil(image), source)
+            out = edit_from_metadata(session, meta, source)
+        return EditResult([pil_to_qimage(out)], [{**meta, "source_image": Path(name).name}], [f"as {made_by}"])
 
     return fn
 

@@ -19,6 +19,8 @@ class Result:
     metadata: dict = field(default_factory=dict)
     kind: str = "edit"  # edit, translate, preview
     source: Optional[QImage] = None  # what it was made from (the "before" of a compare)
+    # what the canvas shows under it (tasks.EditResult.metrics): {"line", "values", "unavailable"}
+    metrics: Optional[dict] = None
 
 
 class DocumentModel(QObject):

@@ -12,12 +12,17 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
-from ...core.config import FinetuneConfig, check_prompt, config_from_recipe  # pure Python: cheap on the GUI thread
+from ...core.config import (  # pure Python: cheap on the GUI thread
+    FinetuneConfig,
+    check_prompt,
+    config_from_recipe,
+    validate_steps,
+)
 from ...errors import BadInput
 from ...zoo.registry import RECIPE_KEYS as RECIPE_FIELDS  # pure data, as cheap
 from ..properties import Property, observable_fields
 
-PROMPT_FIELDS = ("base_id", "source", "target", "name", "images_dir", "sample_count")
+PROMPT_FIELDS = ("base_id", "source", "target", "name", "images_dir", "sample_count", "sample_steps")
 CONFIG_FIELDS = tuple(f.name for f in fields(FinetuneConfig))
 
 
@@ -33,6 +38,7 @@ class FinetuneParams:
     images_dir: Optional[str] = None  # None: sample from the base
     sample_count: int = 24
     config: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sample_steps: Optional[int] = None  # DDIM steps per sampled image; None: FinetuneRequest's (SAMPLE_STEPS)
 
     def __post_init__(self) -> None:
         # A copy of its own: tasks.make_finetune copies the params with dataclasses.replace when it
@@ -43,6 +49,8 @@ class FinetuneParams:
         """The reason the engine would refuse these settings, as the text the GUI shows, or None."""
         try:
             check_prompt(self.source, self.target, self.name)
+            if self.sample_steps is not None and not self.images_dir:
+                validate_steps(self.sample_steps, "sample steps")
             self.config.validate()
         except BadInput as exc:
             return str(exc)
@@ -54,8 +62,9 @@ class FinetuneParams:
         from ...jobs.images import list_images
 
         images = list_images(self.images_dir) if self.images_dir else None
+        steps = {} if self.sample_steps is None else {"sample_steps": self.sample_steps}
         return FinetuneRequest(self.base_id, self.source.strip(), self.target.strip(), self.name.strip(),
-                               replace(self.config), images=images, sample_count=self.sample_count)
+                               replace(self.config), images=images, sample_count=self.sample_count, **steps)
 
 
 def recipe(base_id: str, source: str, target: str) -> dict:
@@ -87,6 +96,8 @@ class FinetuneModel(observable_fields(FinetuneConfig, "FinetuneFields")):
     folder = Property("")  # the training photos' folder, used when use_folder
     use_folder = Property(False)  # else: sample from the base
     sample_count = Property(24)
+    # None: the engine's default (core.finetune.SAMPLE_STEPS, which imports torch: not read here)
+    sample_steps = Property(None)
     by_hand = Property(frozenset())  # recipe fields the user changed: the recipe leaves them alone
     losses_changed = Signal()
 
@@ -116,7 +127,7 @@ class FinetuneModel(observable_fields(FinetuneConfig, "FinetuneFields")):
     def params(self) -> FinetuneParams:
         """The settings as they are now, a copy of their own: later changes do not reach a submitted job."""
         return FinetuneParams(self.base_id, self.source, self.target, self.name, self.images_dir,
-                              self.sample_count, self.config)
+                              self.sample_count, self.config, self.sample_steps)
 
     # --- the recipe -------------------------------------------------------------------------
     def recipe(self) -> dict:

@@ -1,5 +1,6 @@
 """State of the attribute-mixing panel: which library attributes, their weights, the time-dependent
-schedule γ_i(t), and the degree of change γ. Builds the engine's EditRequest arguments."""
+schedule γ_i(t), the degree of change γ, and the edit's sampling settings (t0, S_for, S_gen, η, the
+sampler and its seed). Builds the engine's EditRequest arguments."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Optional
 from PySide6.QtCore import QObject, Signal
 
 # The engine's own rules for a mix, pure Python: the panel refuses exactly what the edit job would.
-from ...core.config import WeightSchedule, check_weights, validate_degree
+from ...core.config import WeightSchedule, check_weights, validate_degree, validate_steps, validate_t0
 from ...errors import BadInput
 from ...zoo.registry import attribute_t0
 from ..properties import Observable, Property
@@ -33,6 +34,13 @@ class MixingModel(Observable):
     degree = Property(1.0, float)  # γ
     use_schedule = Property(False, bool)
     schedule = Property([])  # [[threshold, [weights of the checked rows]], ...]; assign, never mutate
+    # EditRequest's sampling settings (its defaults). t0 None: the largest t0 of the attributes used.
+    t0 = Property(None)
+    s_for = Property(40, int)
+    s_gen = Property(40, int)
+    eta = Property(0.0, float)  # of DDIM; the DDPM-ancestral sampler is η = 1 whatever this says
+    ddpm = Property(False, bool)  # sampler "ddpm" rather than "ddim"
+    seed = Property(0, int)  # where η > 0: image i draws its noise from seed + i
     changed = Signal()  # rows, weights, schedule or degree changed
     rows_changed = Signal()  # the list of attributes changed (rebuild widgets)
     message_changed = Signal(str)  # inline validation / engine error ("" clears)
@@ -117,6 +125,13 @@ class MixingModel(Observable):
         self.use_schedule = len(sched) > 1
         degree = meta.get("degree")
         self.degree = 1.0 if degree is None else degree
+        # as jobs.metadata.request_from_metadata reads them, so Apply redoes what `dclip edit --from` does
+        self.t0 = meta.get("t0")
+        self.s_for = meta.get("s_for") or 40
+        self.s_gen = meta.get("s_gen") or 40
+        self.ddpm = meta.get("sampler") == "ddpm"
+        self.eta = meta.get("eta") or 0.0
+        self.seed = meta.get("seed") or 0
 
     # --- schedule ---------------------------------------------------------------------------
     def set_use_schedule(self, on: bool) -> None:
@@ -181,6 +196,12 @@ class MixingModel(Observable):
             return "Tick at least one attribute."
         try:
             validate_degree(self.degree)
+            if self.t0 is not None:
+                validate_t0(self.t0)
+            validate_steps(self.s_for, "S_for")
+            validate_steps(self.s_gen, "S_gen")
+            if not 0.0 <= self.eta <= 1.0:
+                return f"η must be in [0, 1] (0: deterministic), got {self.eta:g}"
             if self.use_schedule:
                 WeightSchedule.of(self.schedule).validate(len(rows))
         except BadInput as exc:
@@ -193,9 +214,12 @@ class MixingModel(Observable):
         return None
 
     def edit_kwargs(self) -> dict:
-        """Keyword arguments of jobs.edit_job.EditRequest (attributes, schedule, degree)."""
+        """Keyword arguments of jobs.edit_job.EditRequest (attributes, schedule, degree, sampling)."""
         rows = self.checked()
-        kw = {"attributes": [(r.name, r.weight) for r in rows], "degree": self.degree, "schedule": None}
+        kw = {"attributes": [(r.name, r.weight) for r in rows], "degree": self.degree, "schedule": None,
+              "t0": self.t0, "s_for": self.s_for, "s_gen": self.s_gen,
+              # the ddpm sampler takes no η of its own (EditRequest.generation_eta is 1 for it)
+              "eta": 0.0 if self.ddpm else self.eta, "sampler": "ddpm" if self.ddpm else "ddim", "seed": self.seed}
         if self.use_schedule and self.schedule:
             kw["schedule"] = [(int(th), [float(w) for w in ws]) for th, ws in self.schedule]
         return kw

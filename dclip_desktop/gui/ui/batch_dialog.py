@@ -1,5 +1,5 @@
 """Batch → Edit a folder…: input and output folders, the attribute mix (from the mixing panel),
-fit policy, resume, progress with ETA, a per-file error list, and Cancel. The engine is jobs.batch_job."""
+fit policy, Faces Auto / On / Off, resume, progress with ETA, a per-file error list, and Cancel. The engine is jobs.batch_job."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..models.faces import FACE_MODE_LABELS
 from ..models.mixing import MixingModel
 from ..tasks import make_batch
 from .fields import folder_field
@@ -45,6 +46,11 @@ class BatchDialog(QDialog):
         self.attr_label.setWordWrap(True)
         self.fit = QComboBox()
         self.fit.addItems(FIT_POLICIES)
+        self.faces = QComboBox()
+        for key, label in FACE_MODE_LABELS.items():
+            self.faces.addItem(label, key)
+        self.faces.setToolTip("Auto: on face bases, when facenet-pytorch is installed. Each photo's faces are\n"
+                              "aligned, edited and pasted back; the photo keeps its size (fit does not apply).")
         self.recursive = QCheckBox("Include subfolders")
         self.paste_back = QCheckBox("Paste the edit back into the full-size photo")
         self.resume = QCheckBox("Resume (skip files already in the output folder)")
@@ -59,6 +65,7 @@ class BatchDialog(QDialog):
         form.addRow("Output folder", folder_field(self, self.output_edit))
         form.addRow("Attribute / mix", self.attr_label)
         form.addRow("Fit policy", self.fit)
+        form.addRow("Faces", self.faces)
         form.addRow("", self.recursive)
         form.addRow("", self.paste_back)
         form.addRow("", self.resume)
@@ -125,7 +132,8 @@ class BatchDialog(QDialog):
         batch = {"input_dir": self.input_edit.text(), "output_dir": self.output_edit.text(),
                  "recursive": self.recursive.isChecked(), "fit": self.fit.currentText(),
                  "paste_back": self.paste_back.isChecked(), "resume": self.resume.isChecked(),
-                 "batch_size": self.batch_size.value(), "seed": self.seed.value()}
+                 "batch_size": self.batch_size.value(), "seed": self.seed.value(),
+                 "faces": self.faces.currentData()}
         edit = dict(self.mixing.edit_kwargs(), base_id=self.base_id)
         ok = self.controller.submit("batch", make_batch(batch, edit))
         if not ok:

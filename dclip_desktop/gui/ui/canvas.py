@@ -238,6 +238,7 @@ class HistoryStrip(QListWidget):
 
     apply_requested = Signal(int)
     save_requested = Signal(int)
+    again_requested = Signal()  # File → Edit again with these settings
 
     def __init__(self, doc: DocumentModel, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -278,10 +279,11 @@ class HistoryStrip(QListWidget):
 
     def _menu(self, pos) -> None:
         row = self.indexAt(pos).row()
-        if row < 0:
-            return
         m = QMenu(self)
-        m.addAction("Use as input (apply)", lambda: self.apply_requested.emit(row))
-        m.addAction("Compare with its input", lambda: self.doc.select(row))
-        m.addAction("Save…", lambda: self.save_requested.emit(row))
+        if row >= 0:
+            m.addAction("Use as input (apply)", lambda: self.apply_requested.emit(row))
+            m.addAction("Compare with its input", lambda: self.doc.select(row))
+            m.addAction("Save…", lambda: self.save_requested.emit(row))
+            m.addSeparator()
+        m.addAction("Edit again with the settings of an output…", self.again_requested.emit)
         m.exec(self.viewport().mapToGlobal(pos))

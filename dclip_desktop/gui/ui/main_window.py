@@ -26,7 +26,7 @@ from ...jobs.errors import user_message
 from .. import tasks
 from ..models import image_files
 from ..models.bases import base_info, usable_bases
-from ..models.document import DocumentModel
+from ..models.document import DocumentModel, Result
 from ..models.faces import FacesModel
 from ..models.finetune import FinetuneModel
 from ..models.folders import open_dir, remember_dir
@@ -42,9 +42,12 @@ from .prompt_panel import PromptPanel, eta_text, show_progress, step_text
 # Error-box titles by job kind; a failure of a kind not listed is titled "Error".
 FAILED_TITLES = {"open": "Cannot open image", "finetune": "Fine-tuning failed", "edit": "Edit failed",
                  "translate": "Generation failed", "batch": "Batch failed", "import": "Import failed",
-                 "verify": "Library verify failed", "base": "Base model"}
+                 "verify": "Library verify failed", "base": "Base model", "rerun": "Edit again failed",
+                 "live": "Preview failed"}
 STARTED_TEXT = {"init": "Starting the engine…", "open": "Opening…", "edit": "Applying…", "translate": "Generating…",
-                "finetune": "Fine-tuning…", "batch": "Batch editing…", "verify": "Verifying the library…"}
+                "finetune": "Fine-tuning…", "batch": "Batch editing…", "verify": "Verifying the library…",
+                "live": "Previewing γ…", "rerun": "Editing again…"}
+METRIC_NAMES = {"s_dir": "S_dir", "mae": "MAE", "ssim": "SSIM", "id": "ID", "lpips": "LPIPS"}
 
 
 class MainWindow(QMainWindow):
@@ -69,10 +72,13 @@ class MainWindow(QMainWindow):
         # central: canvas and paint tabs
         self.view = ImageView()
         self.history = HistoryStrip(self.doc)
+        self.metrics_label = QLabel("")  # the selected result's jobs.edit_metrics numbers
+        self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         canvas_page = QWidget()
         cl = QVBoxLayout(canvas_page)
         cl.setContentsMargins(0, 0, 0, 0)
         cl.addWidget(self.view, 1)
+        cl.addWidget(self.metrics_label)
         cl.addWidget(self.history)
         self.paint_panel = PaintPanel(self.paint, self.mixing, self.doc, controller)
         self.tabs = QTabWidget()
@@ -98,6 +104,8 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._update_actions)
         self.history.apply_requested.connect(self.doc.use_result_as_input)
         self.history.save_requested.connect(lambda i: self.save_result(index=i))
+        self.history.again_requested.connect(lambda: self.edit_again())
+        self.mixing_panel.live.previewed.connect(self._on_live_preview)
         self.prompt.base_changed.connect(self.set_base)
         self.faces.changed.connect(lambda: self.view.set_faces(self.faces.boxes()))
         self.faces.mode_changed.connect(self._reopen)
@@ -261,6 +269,30 @@ class MainWindow(QMainWindow):
         self.job_label.setText(f"Loaded settings from {Path(path).name}")
         return meta
 
+    def edit_again(self, path: Optional[str] = None) -> bool:
+        """File → Edit again with these settings: redo the edit an output PNG records on the current image
+        (a worker job; a missing or changed attribute or base is refused with one line)."""
+        if self.doc.input is None:
+            self.report_error("Edit again", "Open the image to edit first, then choose the output to copy.")
+            return False
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Edit again with the settings of", open_dir(self.qsettings),
+                                                  "PNG image (*.png)")
+            if not path:
+                return False
+        from ...jobs.metadata import read_metadata
+
+        try:
+            meta = read_metadata(path)
+        except BadInput as exc:  # the only kind it raises, whatever the file holds
+            self.report_error("Edit again", user_message(exc))
+            return False
+        name = Path(self.doc.path).name if self.doc.path else "image.png"
+        ok = self.controller.submit("rerun", tasks.make_edit_again(self.doc.input, meta, name, Path(path).name))
+        if not ok:
+            self.report_error("Busy", "Another job is running; edit again when it has finished.")
+        return ok
+
     # --- edit -------------------------------------------------------------------------------
     def _painting(self) -> bool:
         return self.tabs.currentWidget() is self.paint_panel
@@ -339,8 +371,27 @@ class MainWindow(QMainWindow):
             self.view.set_images(res.source if res.source is not None else self.doc.input, res.image)
         else:
             self.view.set_images(self.doc.input, None)
+        self._show_metrics(res.metrics if res is not None else None)
         for action in (self.menu_actions.save, self.menu_actions.export, self.menu_actions.apply):
             action.setEnabled(res is not None)
+
+    def _show_metrics(self, metrics: Optional[dict]) -> None:
+        """The result's numbers under the canvas; what was not measured, and why, in the tooltip."""
+        if not metrics:
+            self.metrics_label.setText("")
+            self.metrics_label.setToolTip("")
+            return
+        missing = metrics.get("unavailable") or {}
+        text = metrics["line"]
+        if missing:
+            text += "   (not measured: " + ", ".join(METRIC_NAMES.get(k, k) for k in missing) + ")"
+        self.metrics_label.setText(text)
+        self.metrics_label.setToolTip("\n".join(f"{METRIC_NAMES.get(k, k)} not measured: {why}"
+                                                for k, why in missing.items()))
+
+    def _on_live_preview(self, degree: float, image: QImage) -> None:
+        """A live-γ preview replaces the after image until the release's full generation comes."""
+        self.view.set_preview(image, f"preview γ={degree:.2f}")
 
     # --- controller signals -----------------------------------------------------------------
     def _on_ready(self, info: dict) -> None:
@@ -356,7 +407,7 @@ class MainWindow(QMainWindow):
         self.job_label.setText(STARTED_TEXT.get(kind, f"{kind}…"))
 
     def _on_busy(self, busy: bool) -> None:
-        show = busy and self.controller.kind != "init"
+        show = busy and self.controller.kind not in ("init", "live")
         self.job_bar.setVisible(show)
         self.cancel_button.setVisible(show)
         self.menu_actions.open.setEnabled(not busy)
@@ -398,6 +449,11 @@ class MainWindow(QMainWindow):
         elif kind in ("edit", "translate"):
             self.tabs.setCurrentIndex(0 if kind == "edit" else self.tabs.currentIndex())
             self._refresh_view()
+        elif kind == "rerun":
+            for img, meta, label in zip(result.images, result.metadata, result.labels):
+                self.doc.add_result(Result(img, label, meta, "edit"))
+            self.tabs.setCurrentIndex(0)
+            self.job_label.setText(f"Edited again: {result.labels[0]}")
 
     def _on_attribute_saved(self, result: dict) -> None:
         self.controller.library_changed()

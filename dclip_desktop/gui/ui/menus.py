@@ -67,6 +67,8 @@ def build_menus(w: QMainWindow) -> Actions:
     export = _act(f, "&Export side by side…", lambda: w.export_compare())
     f.addSeparator()
     _act(f, "Load settings from image…", lambda: w.load_settings_from_image())
+    _act(f, "Edit again with these settings…", lambda: w.edit_again(),
+         tip="Redo the edit an output PNG records on the current image")
     f.addSeparator()
     _act(f, "&Quit", w.close, QKeySequence.StandardKey.Quit)
     e = mb.addMenu("&Edit")

@@ -154,6 +154,10 @@ class PromptPanel(QWidget):
         grp.addButton(self.sample_radio)
         grp.addButton(self.folder_radio)
         self.sample_count = self._spin(1, 10000)
+        self.sample_steps = self._spin(0, 1000)
+        self.sample_steps.setSpecialValueText("default")  # the number shows once the engine is loaded
+        self.sample_steps.setToolTip("DDIM steps per training image sampled from the base: fewer are faster but\n"
+                                     "blurrier. Samples are cached per base, seed and steps.")
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("training photos…")
         self.browse_button = QPushButton("…")
@@ -208,7 +212,7 @@ class PromptPanel(QWidget):
         form.addRow("Mode", self.mode)
         form.addRow("LoRA rank", self.lora)
         imgs = QVBoxLayout()
-        sample = self._row(self.sample_radio, self.sample_count)
+        sample = self._row(self.sample_radio, self.sample_count, "steps", self.sample_steps)
         sample.addStretch(1)
         imgs.addLayout(sample)
         imgs.addLayout(self._row(self.folder_radio, (self.folder_edit, 1), self.browse_button))
@@ -240,10 +244,16 @@ class PromptPanel(QWidget):
             bind(m, name, widget)
         bind_combo(m, "clip_loss_form", self.clip_form)
         bind_combo(m, "mode", self.mode)
+        bind(m, "sample_steps", self.sample_steps, to_widget=lambda v: int(v or 0), to_model=lambda v: v or None)
         bind(m, "lr", self.lr, to_widget=lambda v: float(v or 0), to_model=lambda v: v or None)
         bind(m, "lora_rank", self.lora, to_widget=lambda v: int(v or 0), to_model=lambda v: v or None)
         bind(m, "use_folder", self.sample_radio, to_widget=not_, to_model=not_)
         follow(m, "lambda_face", self.identity_label, self._show_identity)
+
+    def _show_sample_default(self, *_) -> None:
+        from ...core.finetune import SAMPLE_STEPS  # torch is loaded by now: the engine is ready
+
+        self.sample_steps.setSpecialValueText(f"default ({SAMPLE_STEPS})")
 
     def _show_identity(self, lambda_face: float) -> None:
         loss = identity_loss(lambda_face)
@@ -256,6 +266,7 @@ class PromptPanel(QWidget):
         for signal in (model.by_hand_changed, model.base_id_changed, model.source_changed, model.target_changed):
             signal.connect(self._show_hints)
         controller.busy_changed.connect(self._on_busy)
+        controller.ready.connect(self._show_sample_default)
         controller.started.connect(self._on_started)
         controller.progress.connect(self._on_progress)
         controller.training_images.connect(self._on_training_images)
