@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from PySide6.QtCore import QEventLoop, QPointF, QTimer
 from PySide6.QtGui import QColor
@@ -90,6 +91,55 @@ def _shoot_canvas(app, w, out: Path) -> None:
     w.grab().save(str(out / "main-side-by-side.png"))
 
 
+def _shoot_strip(app, w, out: Path) -> None:
+    """The γ strip of the applied edit in the results strip, with its metrics under the canvas."""
+    if w.mixing.checked() and w.mixing_panel.apply_strip():
+        _idle(app, w.controller, 300)
+    w.view.set_mode("side")
+    _settle(app)
+    w.grab().save(str(out / "strip.png"))
+
+
+def _two_faces(tmp: Path) -> Optional[Path]:
+    """A photo with two faces (the public-domain astronaut beside its mirror image), when the checkout has it."""
+    from PIL import Image, ImageOps
+
+    src = Path(__file__).resolve().parents[2] / "tests" / "data" / "astronaut.jpg"
+    if not src.is_file():
+        return None
+    face = Image.open(src).convert("RGB")
+    both = Image.new("RGB", (face.width * 2, face.height))
+    both.paste(face, (0, 0))
+    both.paste(ImageOps.mirror(face), (face.width, 0))
+    both.save(tmp / "two-faces.png")
+    return tmp / "two-faces.png"
+
+
+def _shoot_faces(app, w, out: Path, tmp: Path) -> None:
+    """Faces On: the numbered boxes, face 2 unticked, and the edit pasted back into face 1 only."""
+    photo = _two_faces(tmp)
+    if photo is None:
+        return
+    w.tabs.setCurrentIndex(0)
+    combo = w.mixing_panel.faces_combo
+    combo.setCurrentIndex(combo.findData("on"))
+    _idle(app, w.controller, 60)
+    w.open_image(str(photo))
+    _idle(app, w.controller, 120)
+    if w.mixing_panel.face_checks:
+        w.view.set_mode("slider")
+        w.view.set_split(1.0)
+        w.mixing_panel.face_checks[-1].setChecked(False)
+        _settle(app)
+        w.grab().save(str(out / "faces-found.png"))
+        if w.mixing.checked() and w.mixing_panel.apply():
+            _idle(app, w.controller, 300)
+        w.view.set_mode("side")
+        _settle(app)
+        w.grab().save(str(out / "faces-edited.png"))
+    combo.setCurrentIndex(combo.findData("auto"))
+
+
 def _shoot_painting(app, w, out: Path) -> None:
     w.tabs.setCurrentWidget(w.paint_panel)
     pm, s = w.paint, w.base.resolution
@@ -149,8 +199,10 @@ def main(argv=None) -> int:
         w.last_error_box.close()
     _train_and_apply(app, w, tmp)
     _shoot_canvas(app, w, out)
+    _shoot_strip(app, w, out)
     _shoot_painting(app, w, out)
     _shoot_docks_and_dialogs(app, w, out, tmp)
+    _shoot_faces(app, w, out, tmp)
     w.close()
     c.shutdown()
     print("\n".join(str(p) for p in sorted(out.glob("*.png"))))

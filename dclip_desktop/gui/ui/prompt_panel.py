@@ -156,6 +156,7 @@ class PromptPanel(QWidget):
         self.sample_count = self._spin(1, 10000)
         self.sample_steps = self._spin(0, 1000)
         self.sample_steps.setSpecialValueText("default")  # the number shows once the engine is loaded
+        self.sample_steps.setMinimumWidth(self.sample_steps.fontMetrics().horizontalAdvance("default (40)") + 40)
         self.sample_steps.setToolTip("DDIM steps per training image sampled from the base: fewer are faster but\n"
                                      "blurrier. Samples are cached per base, seed and steps.")
         self.folder_edit = QLineEdit()
