@@ -7,6 +7,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def ready_window(qtbot, timeout_ms: int = 120_000):
+    """The real main window, shown to qtbot, once its engine has loaded (the worker went idle)."""
+    from dclip_desktop.gui.app import create_window, ensure_app
+
+    ensure_app()
+    w = create_window()
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.controller.busy_changed, timeout=timeout_ms, check_params_cb=lambda busy: not busy):
+        pass
+    return w
+
+
 def close_boxes(window) -> None:
     box = window.last_error_box
     if box is not None and box.isVisible():

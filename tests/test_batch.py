@@ -5,7 +5,6 @@ bookkeeping, not edit quality. Steps are tiny (S_for/S_gen 3/3) to stay fast on 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from tests.attributes import save_random_lora
 from tests.bad_inputs import build_corpus
 from tests.gui_helpers import ROOT
 from tests.test_compiled import inductor_toolchain
@@ -32,7 +31,6 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from dclip_desktop.core.lora import inject_lora, lora_factors, lora_modules
     from dclip_desktop.jobs.session import Session
     from dclip_desktop.jobs.settings import Settings
 
@@ -40,15 +38,7 @@ def engine(tmp_path_factory):
     settings = Settings(device="cpu", precision="fp32", library_dir=str(home / "library"),
                         cache_dir=str(home / "latents"))
     session = Session(settings)
-    base = session.base("demo-shapes")
-    model = copy.deepcopy(base)
-    torch.manual_seed(1)
-    inject_lora(model, 2)
-    for _, m in lora_modules(model):
-        torch.nn.init.normal_(m.lora_B.weight, std=0.02)
-    session.library.save_attribute("rnd", lora_factors(model), "lora",
-                                   {"base_id": "demo-shapes", "base_sha256": session.base_sha("demo-shapes"),
-                                    "t0": 300, "s_for": STEPS, "s_gen": STEPS})
+    save_random_lora(session, seed=1, std=0.02, steps=STEPS)
     env = {**os.environ, "DCLIP_LIBRARY_DIR": settings.library_dir, "DCLIP_LATENT_CACHE_DIR": settings.cache_dir,
            "DCLIP_CONFIG_DIR": str(home / "config"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
     return session, env

@@ -5,17 +5,16 @@ geometry and bookkeeping, not edit quality. tests/data/astronaut.jpg: see tests/
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dclip_desktop.cli.main import main
+from tests.attributes import save_random_lora
 
 pytest.importorskip("facenet_pytorch")
 PHOTO = Path(__file__).parent / "data" / "astronaut.jpg"
@@ -27,21 +26,13 @@ NO_FACE = "no face found; use --faces off to edit the whole picture"
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A library holding 'rnd', a random LoRA on the demo base."""
-    from dclip_desktop.core.lora import inject_lora, lora_factors, lora_modules
     from dclip_desktop.jobs.session import Session
     from dclip_desktop.jobs.settings import Settings
 
     root = tmp_path_factory.mktemp("faces-home")
     session = Session(Settings(device="cpu", precision="fp32", library_dir=str(root / "library"),
                                cache_dir=str(root / "latents")))
-    model = copy.deepcopy(session.base("demo-shapes"))
-    torch.manual_seed(5)
-    inject_lora(model, 2)
-    for _, m in lora_modules(model):
-        torch.nn.init.normal_(m.lora_B.weight, std=0.02)
-    session.library.save_attribute("rnd", lora_factors(model), "lora",
-                                   {"base_id": "demo-shapes", "base_sha256": session.base_sha("demo-shapes"),
-                                    "t0": 300, "s_for": STEPS, "s_gen": STEPS})
+    save_random_lora(session, seed=5, std=0.02, steps=STEPS)
     return root
 
 

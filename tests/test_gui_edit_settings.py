@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dclip_desktop.cli.main import main
-from tests.gui_helpers import close_boxes
+from tests.gui_helpers import close_boxes, ready_window
 from tests.test_gui_live_degree import LONG, RED_CIRCLE, STEPS, save_random_attribute
 
 CLI_STEPS = ["--s-for", str(STEPS), "--s-gen", str(STEPS)]
@@ -25,13 +25,7 @@ def _run(qtbot, w, fn, kind):
 
 @pytest.fixture
 def window(qtbot):
-    from dclip_desktop.gui.app import create_window, ensure_app
-
-    ensure_app()
-    w = create_window()
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.controller.busy_changed, timeout=LONG, check_params_cb=lambda busy: not busy):
-        pass
+    w = ready_window(qtbot, LONG)
     _run(qtbot, w, save_random_attribute, "test")  # into the library the CLI reads too ($DCLIP_LIBRARY_DIR)
     w.library.refresh()
     with qtbot.waitSignal(w.controller.finished, timeout=LONG, check_params_cb=lambda k, r: k == "open"):

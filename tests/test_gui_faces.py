@@ -6,16 +6,15 @@ and facenet-pytorch's MTCNN, whose weights ship in its wheel: this runs offline.
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dclip_desktop.jobs.face_pick import NO_FACE_MESSAGE, identity_loss
+from tests.attributes import save_random_lora
 from tests.gui_helpers import close_boxes
 
 PHOTO = Path(__file__).parent / "data" / "astronaut.jpg"
@@ -24,19 +23,10 @@ LONG = 120_000
 
 def _save_random_attribute() -> None:
     """A random LoRA on the demo base, in the test's library: a visible edit in a few steps."""
-    from dclip_desktop.core.lora import inject_lora, lora_factors, lora_modules
     from dclip_desktop.jobs.session import Session
     from dclip_desktop.jobs.settings import Settings
 
-    session = Session(Settings(device="cpu", precision="fp32", offline=True))
-    model = copy.deepcopy(session.base("demo-shapes"))
-    torch.manual_seed(1)
-    inject_lora(model, 2)
-    for _, m in lora_modules(model):
-        torch.nn.init.normal_(m.lora_B.weight, std=0.05)
-    session.library.save_attribute("rnd", lora_factors(model), "lora",
-                                   {"base_id": "demo-shapes", "base_sha256": session.base_sha("demo-shapes"),
-                                    "t0": 300, "s_for": 3, "s_gen": 3})
+    save_random_lora(Session(Settings(device="cpu", precision="fp32", offline=True)), seed=1, std=0.05, steps=3)
 
 
 @pytest.fixture

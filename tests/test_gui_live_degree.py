@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gui_helpers import close_boxes
+from tests.gui_helpers import close_boxes, ready_window
 
 LONG = 120_000
 RED_CIRCLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "red_circle.png"
@@ -23,23 +23,11 @@ def _run(qtbot, w, fn, kind="test"):
 
 
 def save_random_attribute(session, ctx, name="rnd", std=0.05, seed=1):
-    """A random rank-2 LoRA of the demo base, saved to the session's library with a text pair (for S_dir)."""
-    import copy
+    """A random LoRA saved by a job on the window's worker, with a text pair (for S_dir)."""
+    from tests.attributes import save_random_lora
 
-    import torch
-
-    from dclip_desktop.core.lora import inject_lora, lora_factors, lora_modules
-
-    model = copy.deepcopy(session.base("demo-shapes"))
-    torch.manual_seed(seed)
-    inject_lora(model, 2)
-    for _, m in lora_modules(model):
-        torch.nn.init.normal_(m.lora_B.weight, std=std)
-    session.library.save_attribute(name, lora_factors(model), "lora",
-                                   {"base_id": "demo-shapes", "base_sha256": session.base_sha("demo-shapes"),
-                                    "t0": 300, "s_for": STEPS, "s_gen": STEPS, "source": "red circle",
-                                    "target": "blue circle"})
-    return name
+    return save_random_lora(session, name, seed=seed, std=std, steps=STEPS, source="red circle",
+                            target="blue circle")
 
 
 def inversion_calls(session, ctx):
@@ -48,13 +36,7 @@ def inversion_calls(session, ctx):
 
 @pytest.fixture
 def window(qtbot):
-    from dclip_desktop.gui.app import create_window, ensure_app
-
-    ensure_app()
-    w = create_window()
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.controller.busy_changed, timeout=LONG, check_params_cb=lambda busy: not busy):
-        pass
+    w = ready_window(qtbot, LONG)
     name = _run(qtbot, w, save_random_attribute)
     w.library.refresh()
     w.mixing.set_checked(name, True)
